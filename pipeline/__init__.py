@@ -1,0 +1,1 @@
+"""The Place de Marche pipeline package: configuration, CLI, sample data and the TFX pipeline graph."""

@@ -1,0 +1,490 @@
+"""The one configuration object of the product.
+
+Everything a user may change lives here, with the proof of concept's recipe as the defaults:
+EfficientNet-B7 candidate at 224 x 224 with a frozen backbone and a Dense + Dropout head trained with
+RMSprop on categorical cross-entropy, early stopping on validation loss with the best epoch restored,
+against a VGG19 baseline with in-model augmentation; the label is the first level of
+``product_category_tree`` and the metric is accuracy.
+
+A configuration is built from the defaults, then a YAML file, then ``--set section.key=value``
+overrides, in that order, and validated as a whole. Any unknown key or bad value raises
+:class:`ConfigError` naming the key, where it came from, the value and what is allowed.
+
+Nothing here reads the environment: the runners decide paths, this module only describes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import yaml
+
+# Names of the backbones the training module knows how to build (see issue 4's registry); the config
+# refuses anything else up front, before a long run starts.
+BACKBONES: Tuple[str, ...] = tuple(
+    [f"efficientnet_b{i}" for i in range(8)]
+    + [
+        "vgg16",
+        "vgg19",
+        "resnet50",
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
+        "convnext_tiny",
+        "convnext_small",
+        "convnext_base",
+    ]
+)
+OPTIMIZERS: Tuple[str, ...] = ("rmsprop", "adam", "sgd")
+LOSSES: Tuple[str, ...] = ("categorical_crossentropy",)
+METRICS: Tuple[str, ...] = ("accuracy",)
+MASKERS: Tuple[str, ...] = ("inpaint_telea", "inpaint_ns", "blur")
+_PIPELINE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # Kubeflow V2 refuses anything else
+_SERVING_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value was refused; the message says which, where from and why."""
+
+
+def _field(default: Any, help: str, **constraints: Any) -> Any:
+    """A dataclass field with its help text and constraints (min, max, max_exclusive, choices, pattern)."""
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples for defaults: the config is immutable")
+    return field(default=default, metadata={"help": help, **constraints})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the catalogue is and how its rows become labelled examples."""
+
+    data_dir: Optional[str] = _field(
+        None, "Catalogue folder (CSV + images folder); unset: the generated sample catalogue"
+    )
+    csv_file: Optional[str] = _field(
+        None, "CSV file inside data_dir; unset: the only *.csv file in data_dir"
+    )
+    images_dir: str = _field("Images", "Images folder, relative to data_dir")
+    id_column: str = _field("uniq_id", "CSV column with the product's unique id")
+    image_column: str = _field("image", "CSV column with the image file name")
+    category_column: str = _field(
+        "product_category_tree", "CSV column with the category tree string"
+    )
+    label_depth: int = _field(
+        1, "Category tree level used as the label (1: 7 top-level categories)", min=1, max=8
+    )
+    max_image_side: int = _field(
+        600, "Longest image side kept in the TFRecords (pixels)", min=32, max=8192
+    )
+    min_image_side: int = _field(
+        32, "Images with a shorter side than this are quarantined (pixels)", min=1, max=8192
+    )
+    test_fraction: float = _field(
+        0.2, "Share of each category held out as the test split", min=0.0, max_exclusive=1.0
+    )
+    eval_fraction: float = _field(
+        0.25,
+        "Share of the remaining (non-test) products used for validation",
+        min=0.0,
+        max_exclusive=1.0,
+    )
+    split_salt: str = _field(
+        "placedemarche", "Salt of the uniq_id hash that assigns splits; change it to reshuffle"
+    )
+    max_quarantine_fraction: float = _field(
+        0.05, "The run fails when more than this share of rows is quarantined", min=0.0, max=1.0
+    )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One image classifier: a backbone with the proof of concept's Dense + Dropout head."""
+
+    backbone: str = _field("efficientnet_b7", "Backbone architecture", choices=BACKBONES)
+    weights: str = _field(
+        "imagenet",
+        "'imagenet' (Keras cache or download), 'none' (random), or a local weights file path",
+    )
+    image_size: int = _field(224, "Square input size fed to the backbone (pixels)", min=32, max=1024)
+    dense_units: int = _field(256, "Units of the Dense layer of the head", min=1, max=8192)
+    dropout: float = _field(0.3, "Dropout rate of the head", min=0.0, max_exclusive=1.0)
+    augmentation: bool = _field(
+        False, "In-model random flip / rotation / zoom while training"
+    )
+    augmented_views: int = _field(
+        4, "With augmentation: augmented views per image whose features are cached", min=1, max=64
+    )
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How both models are trained (the same recipe so the comparison is fair)."""
+
+    epochs: int = _field(30, "Maximum number of epochs (early stopping may end sooner)", min=0)
+    batch_size: int = _field(32, "Training batch size", min=1, max=4096)
+    optimizer: str = _field("rmsprop", "Optimizer of the head", choices=OPTIMIZERS)
+    learning_rate: float = _field(1e-3, "Learning rate", min=0.0, max=10.0)
+    loss: str = _field("categorical_crossentropy", "Training loss", choices=LOSSES)
+    early_stopping_patience: int = _field(
+        5, "Epochs without validation-loss improvement before stopping", min=1
+    )
+    allow_random_weights: bool = _field(
+        False, "Train on random backbone weights when ImageNet weights cannot be had (demos, tests)"
+    )
+    mixed_precision: bool = _field(False, "mixed_float16 on GPUs")
+    seed: int = _field(42, "Random seed of the head initialisation and shuffling", min=0)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """The blessing gate: the candidate must pass these to be pushed."""
+
+    metric: str = _field("accuracy", "Metric the gate compares", choices=METRICS)
+    min_accuracy: float = _field(
+        0.6, "Absolute floor of the candidate's test accuracy", min=0.0, max=1.0
+    )
+    min_improvement: float = _field(
+        0.01,
+        "The candidate's test accuracy must beat the baseline's by at least this",
+        min=-1.0,
+        max=1.0,
+    )
+    significance_level: float = _field(
+        0.05, "McNemar test level (always reported)", min=0.0, max=1.0
+    )
+    require_significance: bool = _field(
+        False, "Also require McNemar p-value below significance_level to bless"
+    )
+    latency_budget_ms: float = _field(
+        2000.0, "Infra validation: the largest allowed latency of one warm-up request", min=0.0
+    )
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """What TensorFlow Serving serves."""
+
+    model_name: str = _field(
+        "product_category", "Model name in TF Serving", pattern=_SERVING_NAME.pattern
+    )
+    serving_root: Optional[str] = _field(
+        None, "Pusher destination (TF Serving base folder); unset: <run dir>/serving"
+    )
+    grpc_port: int = _field(8500, "gRPC port", min=1, max=65535)
+    rest_port: int = _field(8501, "REST port", min=1, max=65535)
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """SHAP explanations of the candidate."""
+
+    images_per_class: int = _field(1, "Test images explained per category", min=0)
+    masker: str = _field("inpaint_telea", "SHAP image masker", choices=MASKERS)
+    max_evals: int = _field(300, "Model evaluations per explained image", min=10)
+    batch_size: int = _field(50, "Masked images per model call", min=1)
+    top_k: int = _field(3, "Classes explained per image", min=1)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything a user may change, in one immutable object."""
+
+    name: str = _field(
+        "placedemarche", "Pipeline name ([a-z0-9][a-z0-9-]*)", pattern=_PIPELINE_NAME.pattern
+    )
+    data: DataConfig = field(default_factory=DataConfig)
+    candidate: ModelConfig = field(default_factory=ModelConfig)
+    baseline: ModelConfig = field(
+        default_factory=lambda: ModelConfig(backbone="vgg19", augmentation=True)
+    )
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+
+    def replace(self, **overrides: Any) -> "PipelineConfig":
+        """Returns a validated copy with overrides applied, e.g. ``replace(**{"training.epochs": 3})``."""
+        data, sources = to_dict(self), {}
+        for key, value in overrides.items():
+            _set_path(data, key, value, "replace()", sources)
+        return _finish(data, sources)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building and validating
+
+
+def to_dict(config: Any) -> Dict[str, Any]:
+    """The config as plain nested dicts (what YAML files hold)."""
+    return dataclasses.asdict(config)
+
+
+def dump_yaml(config: PipelineConfig) -> str:
+    """The config as YAML text that :func:`load_config` reads back to an equal object."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=False)
+
+
+def describe_keys() -> Dict[str, Tuple[Any, str]]:
+    """Every settable key with its default and help, e.g. ``{"training.epochs": (30, "...")}``."""
+    keys: Dict[str, Tuple[Any, str]] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(_section_class(prefix))}
+        for name, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{name}.")
+            else:
+                keys[prefix + name] = (value, helps[name])
+
+    walk(to_dict(PipelineConfig()), "")
+    return keys
+
+
+def load_config(
+    path: Optional[str | Path] = None, overrides: Sequence[str] = ()
+) -> PipelineConfig:
+    """Builds the configuration: defaults, then the YAML file at ``path``, then ``overrides``.
+
+    Args:
+      path: a YAML file holding any subset of the keys (nested sections), or None.
+      overrides: ``"section.key=value"`` strings; the value is parsed as YAML (``3``, ``0.5``,
+        ``true``, ``null``, ``vgg16``).
+
+    Returns:
+      The validated, immutable :class:`PipelineConfig`.
+
+    Raises:
+      ConfigError: the file cannot be read or parsed, a key is unknown or a value is refused.
+    """
+    data = to_dict(PipelineConfig())
+    sources: Dict[str, str] = {}
+    if path is not None:
+        _merge(data, _read_yaml(Path(path)), "", f"config file '{path}'", sources)
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_path(data, key, value, "--set", sources)
+    return _finish(data, sources)
+
+
+def parse_override(item: str) -> Tuple[str, Any]:
+    """Splits ``"section.key=value"``; the value is parsed as YAML (``3``, ``0.5``, ``true``, ``null``)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(
+            f"override '{item}' must look like section.key=value, e.g. training.epochs=3"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw  # not YAML: keep the text, type validation judges it
+    return key.strip(), value
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config file '{path}': {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from e
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"config file '{path}' must hold a mapping of sections, got {type(loaded).__name__}"
+        )
+    return loaded
+
+
+def _finish(data: Dict[str, Any], sources: Dict[str, str]) -> PipelineConfig:
+    config = _construct(PipelineConfig, data, prefix="", sources=sources)
+    _check_consistency(config, sources)
+    return config
+
+
+def _allowed_message(cls: type, prefix: str, name: str) -> str:
+    names = [f.name for f in dataclasses.fields(cls)]
+    where = f"in section '{prefix.rstrip('.')}'" if prefix else "at the top level"
+    message = f"allowed keys {where}: {', '.join(names)}"
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        message += f"; did you mean '{prefix}{close[0]}'?"
+    return message
+
+
+def _section_class(prefix: str) -> type:
+    cls: type = PipelineConfig
+    for part in [p for p in prefix.split(".") if p]:
+        cls = _field_types(cls)[part]
+    return cls
+
+
+def _field_types(cls: type) -> Dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _merge(
+    data: Dict[str, Any],
+    update: Mapping[str, Any],
+    prefix: str,
+    source: str,
+    sources: Dict[str, str],
+) -> None:
+    cls = _section_class(prefix)
+    for name, value in update.items():
+        key = f"{prefix}{name}"
+        if not isinstance(name, str) or name not in data:
+            raise ConfigError(
+                f"unknown config key '{key}' (from {source}); "
+                + _allowed_message(cls, prefix, str(name))
+            )
+        if isinstance(data[name], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"config key '{key}' (from {source}) is a section: it must hold a mapping of "
+                    f"keys, got {value!r}"
+                )
+            _merge(data[name], value, prefix=f"{key}.", source=source, sources=sources)
+        else:
+            data[name] = value
+            sources[key] = source
+
+
+def _set_path(
+    data: Dict[str, Any], dotted: str, value: Any, source: str, sources: Dict[str, str]
+) -> None:
+    parts = dotted.split(".")
+    node = data
+    for depth, part in enumerate(parts):
+        prefix = ".".join(parts[:depth])
+        prefix = f"{prefix}." if prefix else ""
+        if part not in node:
+            raise ConfigError(
+                f"unknown config key '{dotted}' (from {source}); "
+                + _allowed_message(_section_class(prefix), prefix, part)
+            )
+        if depth == len(parts) - 1:
+            if isinstance(node[part], dict):
+                keys = ", ".join(f"{dotted}.{k}" for k in node[part])
+                raise ConfigError(
+                    f"config key '{dotted}' (from {source}) is a section, not a value; set one of: "
+                    f"{keys}"
+                )
+            node[part] = value
+            sources[dotted] = source
+        else:
+            if not isinstance(node[part], dict):
+                raise ConfigError(
+                    f"unknown config key '{dotted}' (from {source}): '{prefix}{part}' is a value, "
+                    "not a section"
+                )
+            node = node[part]
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return f"{_type_name(inner[0])} or null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, str(tp)
+    )
+
+
+def _coerce(tp: Any, value: Any) -> Tuple[bool, Any]:
+    """Returns (ok, value) for ``value`` against the field type ``tp``; no lossy conversions."""
+    if typing.get_origin(tp) is typing.Union:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return True, None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value)
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if tp is str:
+        # YAML turns `--set serving.model_name=123` into an int; a name may well be digits.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, str(value)
+        return isinstance(value, str), value
+    raise TypeError(f"unsupported config field type {tp!r}")
+
+
+def _construct(cls: type, data: Mapping[str, Any], prefix: str, sources: Dict[str, str]) -> Any:
+    types = _field_types(cls)
+    kwargs: Dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = types[f.name]
+        value = data[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _construct(tp, value, prefix=f"{key}.", sources=sources)
+            continue
+        where = f" (from {sources[key]})" if key in sources else ""
+        ok, value = _coerce(tp, value)
+        if not ok:
+            raise ConfigError(
+                f"config key '{key}'{where} must be {_type_name(tp)}, got {data[f.name]!r} "
+                f"({type(data[f.name]).__name__})"
+            )
+        _check_constraints(key, where, value, f.metadata)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _check_constraints(key: str, where: str, value: Any, meta: Mapping[str, Any]) -> None:
+    if value is None:
+        return
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(
+            f"config key '{key}'{where} must be one of: {', '.join(meta['choices'])}; got {value!r}"
+        )
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"config key '{key}'{where} must be >= {meta['min']}, got {value!r}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"config key '{key}'{where} must be <= {meta['max']}, got {value!r}")
+    if "max_exclusive" in meta and value >= meta["max_exclusive"]:
+        raise ConfigError(
+            f"config key '{key}'{where} must be < {meta['max_exclusive']}, got {value!r}"
+        )
+    if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
+        raise ConfigError(
+            f"config key '{key}'{where} must match {meta['pattern']}, got {value!r}"
+        )
+
+
+def _check_consistency(config: PipelineConfig, sources: Dict[str, str]) -> None:
+    """Checks that involve several keys."""
+
+    def where(key: str) -> str:
+        return f" (from {sources[key]})" if key in sources else ""
+
+    data = config.data
+    if data.min_image_side > data.max_image_side:
+        raise ConfigError(
+            f"config key 'data.min_image_side'{where('data.min_image_side')} = "
+            f"{data.min_image_side} must not exceed data.max_image_side = {data.max_image_side}"
+        )
+    for section in ("candidate", "baseline"):
+        weights = getattr(config, section).weights
+        key = f"{section}.weights"
+        if not weights.strip():
+            raise ConfigError(
+                f"config key '{key}'{where(key)} must be 'imagenet', 'none' or a weights file "
+                "path; got an empty string"
+            )
+    if config.serving.grpc_port == config.serving.rest_port:
+        raise ConfigError(
+            f"config keys 'serving.grpc_port' and 'serving.rest_port' must differ; both are "
+            f"{config.serving.rest_port}"
+        )

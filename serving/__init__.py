@@ -1,0 +1,1 @@
+"""Serving tools for the pushed model (TF Serving clients, configuration, local server)."""

@@ -1,0 +1,70 @@
+"""The command line: every subcommand's help describes a working command; errors are one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import build_parser, main
+
+
+def _subcommands():
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return sorted(action.choices)
+
+
+def test_help_lists_every_subcommand():
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    for name in _subcommands():
+        assert name in result.stdout
+    assert "placeholder" not in result.stdout.lower() and "todo" not in result.stdout.lower()
+
+
+@pytest.mark.parametrize("command", _subcommands())
+def test_each_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert f"placedemarche {command}" in out
+    assert len(out.splitlines()) > 3
+
+
+def test_config_prints_the_effective_config_as_yaml(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  epochs: 9\n")
+    assert main(["config", "--config", str(path), "--set", "candidate.backbone=vgg16"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["training"]["epochs"] == 9
+    assert printed["candidate"]["backbone"] == "vgg16"
+    assert printed["baseline"]["backbone"] == "vgg19"
+
+
+def test_config_keys_lists_defaults(capsys):
+    assert main(["config", "--keys"]) == 0
+    out = capsys.readouterr().out
+    assert "candidate.backbone = 'efficientnet_b7'" in out
+    assert "baseline.augmentation = True" in out
+
+
+def test_config_error_is_one_line_with_status_2(capsys):
+    assert main(["config", "--set", "training.epochs=-5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "placedemarche config: error: config key 'training.epochs' (from --set) must be >= 0, got -5"
+    )
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "placedemarche"  # the venv's bin/, active or not
+    result = subprocess.run([str(script), "config", "--set", "training.epochs=2"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["training"]["epochs"] == 2
