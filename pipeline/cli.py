@@ -90,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Writes OUT/<csv> with the real catalogue's 15 columns and OUT/Images/ with generated "
             "product pictures (7 categories, each learnable from its shapes and colours; JPEG and PNG). "
             "--defects adds one row per fault real catalogues have (missing file, truncated JPEG, "
-            "not an image, tiny image, duplicate id, duplicate picture, empty category) and valid "
-            "pictures in unusual encodings (grayscale, PNG with alpha, CMYK JPEG); "
+            "not an image, tiny image, duplicate id, one picture under two categories, empty category) "
+            "and valid rows in unusual forms (grayscale, PNG with alpha, CMYK JPEG, a variant reusing "
+            "a product's picture); "
             "OUT/sample_manifest.json lists them. The same --seed gives the same files."
         ),
     )

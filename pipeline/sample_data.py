@@ -59,7 +59,8 @@ DEFECTS: Dict[str, str] = {
     "not_an_image": "quarantine",  # a text file named .jpg
     "tiny_image": "quarantine",  # 8 x 8 pixels, below any useful size
     "duplicate_id": "quarantine",  # a second row with an existing uniq_id
-    "duplicate_picture": "quarantine",  # another product's exact picture under a new id
+    "duplicate_picture": "quarantine",  # another category's product has the exact same picture
+    "shared_picture": "ok",  # a variant of a product (same category) reusing its picture
     "empty_category": "quarantine",  # product_category_tree is empty
     "grayscale": "ok",  # 'L' mode JPEG
     "png_alpha": "ok",  # RGBA PNG with a transparent background
@@ -325,6 +326,10 @@ def make_sample(
     return csv_path
 
 
+def _category_of(row: Dict[str, object]) -> Category:
+    return next(c for c in CATEGORIES if str(row["product_category_tree"]).startswith(f'["{c.name} >>'))
+
+
 def _add_defects(
     rows: List[Dict[str, object]],
     images: Path,
@@ -368,11 +373,18 @@ def _add_defects(
             uniq_id = str(rows[0]["uniq_id"])
             image_name = f"{_hex_id(seed, len(rows), salt='dup-file')}.jpg"
             data = _encode(picture, "JPEG")
-        elif kind == "duplicate_picture":
-            # A new product that reuses the second clean product's exact picture file content.
-            source = images / str(rows[1]["image"])
+        elif kind in ("duplicate_picture", "shared_picture"):
+            # A new product reusing the exact picture file content of the second (third) clean
+            # product: under another category (a catalogue error) or the same one (a variant).
+            source_row = rows[1] if kind == "duplicate_picture" else rows[2]
+            source = images / str(source_row["image"])
             image_name = f"{uniq_id}{source.suffix}"
             data = source.read_bytes()
+            source_category = _category_of(source_row)
+            if kind == "shared_picture":
+                category = source_category
+            elif category == source_category:
+                category = CATEGORIES[(CATEGORIES.index(category) + 1) % len(CATEGORIES)]
         elif kind == "empty_category":
             data = _encode(picture, "JPEG")
         else:  # pragma: no cover - DEFECTS and this function are edited together
@@ -382,9 +394,7 @@ def _add_defects(
         row = _row(uniq_id, image_name, category, len(rows), rng)
         if kind == "duplicate_id":
             row["product_category_tree"] = rows[0]["product_category_tree"]
-            category = next(
-                c for c in CATEGORIES if str(row["product_category_tree"]).startswith(f'["{c.name} >>')
-            )
+            category = _category_of(row)
         if kind == "empty_category":
             row["product_category_tree"] = None
         rows.append(row)

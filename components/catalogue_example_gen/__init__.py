@@ -1,0 +1,1 @@
+"""Custom ExampleGen: a catalogue CSV and its images folder → tf.Example TFRecords + quarantine report."""

@@ -1,0 +1,235 @@
+"""Reading a catalogue CSV into rows, labels and splits; plain Python, no TFX or Beam.
+
+Row-level checks that need the whole file (duplicate ids) or no picture (malformed lines, missing
+categories) happen here; checks that need the picture happen in ``images`` and the Beam transform.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+# Every reason a row can be quarantined for, with what a person should do about it.
+REASONS: Dict[str, str] = {
+    "malformed_row": "the CSV line does not have the header's number of fields: fix its quoting",
+    "missing_id": "the id column is empty: give the product its id",
+    "duplicate_id": "an earlier row has the same id: remove or re-id one of them",
+    "missing_category": "the category column is empty: categorise the product",
+    "category_too_shallow": "the category tree has fewer levels than data.label_depth",
+    "missing_image_name": "the image column is empty: name the product's photo",
+    "missing_image": "the image file is not in the images folder: add it or fix the name",
+    "not_an_image": "the file is not a picture (HTML error page, text, ...): replace it",
+    "undecodable_image": "the picture is truncated or corrupt: re-export it",
+    "image_too_small": "the picture is smaller than data.min_image_side: use a larger photo",
+    "decompression_bomb": "the picture declares more pixels than data.max_image_pixels",
+    "duplicate_picture": "an earlier product has the same picture under another category",
+}
+
+SPLITS: Tuple[str, ...] = ("train", "eval", "test")
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    """One refused row: where it is, what it is and why it was refused."""
+
+    row: int  # CSV record number, the header being row 1 (as a spreadsheet numbers them)
+    uniq_id: str
+    image: str
+    reason: str
+    detail: str
+
+    def to_dict(self) -> Dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CatalogueRow:
+    """A row that passed the CSV-level checks; its picture is checked later."""
+
+    row: int
+    uniq_id: str
+    image: str
+    label: str
+    category_path: str  # every level, joined with " >> "
+    fields: Dict[str, str] = field(default_factory=dict)  # the other CSV columns, raw text
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which CSV columns hold the id, the image file name and the category tree."""
+
+    id: str = "uniq_id"
+    image: str = "image"
+    category: str = "product_category_tree"
+
+
+def parse_category(tree: str) -> List[str]:
+    """Splits a Flipkart category tree into its levels.
+
+    ``'["Home Furnishing >> Curtains & Accessories >> Curtains"]'`` gives
+    ``["Home Furnishing", "Curtains & Accessories", "Curtains"]``. A plain ``"A > B"`` or ``"A >> B"``
+    string (other catalogues) works too. Empty levels are dropped.
+    """
+    text = tree.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1].strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1]
+    separator = ">>" if ">>" in text else ">"
+    return [level.strip() for level in text.split(separator) if level.strip()]
+
+
+def split_position(key: str, salt: str) -> float:
+    """A stable position in [0, 1) for ``key``: the same key and salt always give the same value."""
+    digest = hashlib.sha256(f"{salt}\x00{key}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_split(key: str, salt: str, test_fraction: float, eval_fraction: float) -> str:
+    """The split of a product from its key alone (its uniq_id, or its picture group's first id).
+
+    ``test_fraction`` of positions go to test; ``eval_fraction`` of the rest to eval. A product's
+    split depends on nothing else, so adding rows never moves existing products, and each category
+    gets the ratios in expectation (the draw is independent of the label).
+    """
+    p = split_position(key, salt)
+    if p < test_fraction:
+        return "test"
+    if p < test_fraction + (1.0 - test_fraction) * eval_fraction:
+        return "eval"
+    return "train"
+
+
+def read_catalogue(
+    text: str,
+    columns: Columns = Columns(),
+    label_depth: int = 1,
+) -> Tuple[List[CatalogueRow], List[QuarantineEntry], int]:
+    """Parses the CSV text and applies the checks that need no picture.
+
+    Args:
+      text: the CSV file's content (UTF-8 decoded, header first).
+      columns: which columns hold the id, image name and category tree.
+      label_depth: which level of the category tree is the label (1-based).
+
+    Returns:
+      ``(rows, quarantined, total)``: the rows to look at further, the refused ones and the number
+      of data records read.
+
+    Raises:
+      ValueError: the header lacks one of ``columns`` (names the missing and the present ones).
+    """
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ValueError("the CSV file is empty (no header line)") from None
+    header = [h.strip() for h in header]
+    if header and header[0].startswith("\ufeff"):
+        header[0] = header[0][1:]
+    missing = [c for c in (columns.id, columns.image, columns.category) if c not in header]
+    if missing:
+        raise ValueError(
+            f"the CSV header lacks the column(s) {', '.join(repr(m) for m in missing)}; it has: "
+            f"{', '.join(header)}. Set data.id_column / data.image_column / data.category_column."
+        )
+    rows: List[CatalogueRow] = []
+    quarantined: List[QuarantineEntry] = []
+    seen: Dict[str, int] = {}
+    total = 0
+    for record_number, record in enumerate(reader, start=2):
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue  # blank line
+        total += 1
+        if len(record) != len(header):
+            quarantined.append(
+                QuarantineEntry(
+                    record_number, record[0] if record else "", "", "malformed_row",
+                    f"{len(record)} fields where the header has {len(header)}",
+                )
+            )
+            continue
+        values = dict(zip(header, record))
+        uniq_id = values[columns.id].strip()
+        image = values[columns.image].strip()
+
+        def refuse(reason: str, detail: str) -> None:
+            quarantined.append(QuarantineEntry(record_number, uniq_id, image, reason, detail))
+
+        if not uniq_id:
+            refuse("missing_id", f"column '{columns.id}' is empty")
+            continue
+        if uniq_id in seen:
+            refuse("duplicate_id", f"same {columns.id} as row {seen[uniq_id]}")
+            continue
+        seen[uniq_id] = record_number
+        levels = parse_category(values[columns.category])
+        if not levels:
+            refuse("missing_category", f"column '{columns.category}' is empty")
+            continue
+        if len(levels) < label_depth:
+            refuse(
+                "category_too_shallow",
+                f"'{' >> '.join(levels)}' has {len(levels)} level(s); label_depth is {label_depth}",
+            )
+            continue
+        if not image:
+            refuse("missing_image_name", f"column '{columns.image}' is empty")
+            continue
+        others = {k: v for k, v in values.items() if k not in (columns.id, columns.image, columns.category)}
+        rows.append(
+            CatalogueRow(record_number, uniq_id, image, levels[label_depth - 1], " >> ".join(levels), others)
+        )
+    return rows, quarantined, total
+
+
+def resolve_shared_pictures(
+    members: Sequence[Tuple[int, str, str]]
+) -> Tuple[Dict[int, str], List[Tuple[int, str]]]:
+    """Decides what happens to rows that share the exact same picture.
+
+    Args:
+      members: ``(row, uniq_id, label)`` of every row whose image file has the same content.
+
+    Returns:
+      ``(kept, refused)``: ``kept`` maps each kept row to its split key (the first row's uniq_id, so
+      the whole group lands in one split and test pictures never leak into training); ``refused``
+      lists ``(row, detail)`` for rows whose label differs from the first row's (a picture cannot
+      show two categories).
+    """
+    ordered = sorted(members)
+    first_row, first_id, first_label = ordered[0]
+    kept: Dict[int, str] = {}
+    refused: List[Tuple[int, str]] = []
+    for row, uniq_id, label in ordered:
+        if label == first_label:
+            kept[row] = first_id
+        else:
+            refused.append(
+                (row, f"same picture as row {first_row} (id {first_id}) labelled '{first_label}', "
+                      f"this row says '{label}'")
+            )
+    return kept, refused
+
+
+def top_reasons(entries: Iterable[QuarantineEntry], n: int = 3) -> str:
+    """``"missing_image: 3, duplicate_id: 1"`` for the ``n`` most frequent reasons."""
+    counts: Dict[str, int] = {}
+    for e in entries:
+        counts[e.reason] = counts.get(e.reason, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    return ", ".join(f"{reason}: {count}" for reason, count in ranked)
+
+
+def parse_float(text: Optional[str]) -> Optional[float]:
+    """A price or rating as float, or None for empty / non-numeric text ("No rating available")."""
+    if text is None:
+        return None
+    try:
+        value = float(text.replace(",", ""))
+    except ValueError:
+        return None
+    return value if value == value else None  # NaN is "missing"

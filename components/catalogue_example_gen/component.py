@@ -1,0 +1,113 @@
+"""CatalogueExampleGen: a TFX component that turns a product catalogue into split TFRecords.
+
+Inputs: none (the catalogue is named by parameters). Outputs: ``examples`` (standard ``Examples``,
+splits train / eval / test, GZIP TFRecords of ``tf.Example``) and ``quarantine`` (a
+``QuarantineReport``). See ``transform`` for the stages and ``catalogue.REASONS`` for every
+quarantine reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Optional
+
+from apache_beam.io.filesystems import FileSystems
+
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx import types
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components.catalogue_example_gen import artifacts, executor
+
+
+class CatalogueExampleGenSpec(ComponentSpec):
+    """Parameters mirror ``DataConfig``; they are stored in the metadata store with the run."""
+
+    PARAMETERS = {
+        "data_dir": ExecutionParameter(type=str),
+        "csv_file": ExecutionParameter(type=str, optional=True),
+        "images_dir": ExecutionParameter(type=str),
+        "columns": ExecutionParameter(type=str),  # JSON {"id", "image", "category"}
+        "label_depth": ExecutionParameter(type=int),
+        "max_image_side": ExecutionParameter(type=int),
+        "min_image_side": ExecutionParameter(type=int),
+        "max_image_pixels": ExecutionParameter(type=int),
+        "jpeg_quality": ExecutionParameter(type=int),
+        "test_fraction": ExecutionParameter(type=float),
+        "eval_fraction": ExecutionParameter(type=float),
+        "split_salt": ExecutionParameter(type=str),
+        "max_quarantine_fraction": ExecutionParameter(type=float),
+        # Changes when the catalogue's files change, so TFX's cache is not stale (see fingerprint()).
+        "input_fingerprint": ExecutionParameter(type=str, optional=True),
+    }
+    INPUTS = {}
+    OUTPUTS = {
+        executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        executor.QUARANTINE_KEY: ChannelParameter(type=artifacts.QuarantineReport),
+    }
+
+
+class CatalogueExampleGen(base_beam_component.BaseBeamComponent):
+    """Reads ``<data_dir>/<csv>`` and ``<data_dir>/<images_dir>/`` into examples and a quarantine report."""
+
+    SPEC_CLASS = CatalogueExampleGenSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+
+    def __init__(
+        self,
+        data_dir: str,
+        csv_file: Optional[str] = None,
+        images_dir: str = "Images",
+        id_column: str = "uniq_id",
+        image_column: str = "image",
+        category_column: str = "product_category_tree",
+        label_depth: int = 1,
+        max_image_side: int = 600,
+        min_image_side: int = 32,
+        max_image_pixels: int = 60_000_000,
+        jpeg_quality: int = 90,
+        test_fraction: float = 0.2,
+        eval_fraction: float = 0.25,
+        split_salt: str = "placedemarche",
+        max_quarantine_fraction: float = 0.05,
+        input_fingerprint: Optional[str] = None,
+    ):
+        """See ``pipeline.config.DataConfig`` for the meaning of each argument."""
+        spec = CatalogueExampleGenSpec(
+            data_dir=data_dir,
+            csv_file=csv_file or "",
+            images_dir=images_dir,
+            columns=json.dumps({"id": id_column, "image": image_column, "category": category_column}),
+            label_depth=label_depth,
+            max_image_side=max_image_side,
+            min_image_side=min_image_side,
+            max_image_pixels=max_image_pixels,
+            jpeg_quality=jpeg_quality,
+            test_fraction=test_fraction,
+            eval_fraction=eval_fraction,
+            split_salt=split_salt,
+            max_quarantine_fraction=max_quarantine_fraction,
+            input_fingerprint=input_fingerprint or "",
+            examples=types.Channel(type=standard_artifacts.Examples),
+            quarantine=types.Channel(type=artifacts.QuarantineReport),
+        )
+        super().__init__(spec=spec)
+
+
+
+def fingerprint(data_dir: str, csv_file: Optional[str] = None, images_dir: str = "Images") -> str:
+    """A digest of the catalogue: the CSV's bytes and each image's name, size and modification time.
+
+    Passed as ``input_fingerprint`` so that TFX's cache reruns ingestion when the catalogue changes.
+    """
+    csv_path = executor.find_csv(data_dir, csv_file or "")
+    digest = hashlib.sha256()
+    with FileSystems.open(csv_path) as f:
+        digest.update(f.read())
+    pattern = FileSystems.join(data_dir, images_dir, "*")
+    for m in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path):
+        digest.update(f"{os.path.basename(m.path)}\x00{m.size_in_bytes}\x00{m.last_updated_in_seconds}\n".encode())
+    return digest.hexdigest()

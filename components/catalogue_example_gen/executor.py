@@ -1,0 +1,180 @@
+"""Executor of CatalogueExampleGen: reads the parameters, runs the Beam transform, writes the report.
+
+The run fails (after writing the report) when the quarantined share of rows is above
+``max_quarantine_fraction``; the error names the top reasons and where the report is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Dict, List
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from tfx.dsl.components.base import base_beam_executor
+from tfx.types import artifact_utils
+
+from components.catalogue_example_gen import artifacts, catalogue, transform
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES_KEY = "examples"
+QUARANTINE_KEY = "quarantine"
+
+
+class QuarantineLimitExceeded(RuntimeError):
+    """Too many rows were quarantined for the catalogue to be trusted."""
+
+
+def find_csv(data_dir: str, csv_file: str) -> str:
+    """The catalogue CSV: ``csv_file`` inside ``data_dir``, or the only ``*.csv`` there."""
+    if csv_file:
+        path = FileSystems.join(data_dir, csv_file)
+        if not FileSystems.exists(path):
+            raise FileNotFoundError(f"catalogue CSV '{path}' does not exist (data.csv_file)")
+        return path
+    matches = [m.path for m in FileSystems.match([FileSystems.join(data_dir, "*.csv")])[0].metadata_list]
+    if len(matches) != 1:
+        found = ", ".join(sorted(os.path.basename(m) for m in matches)) or "none"
+        raise FileNotFoundError(
+            f"expected exactly one *.csv in '{data_dir}', found {found}; set data.csv_file"
+        )
+    return matches[0]
+
+
+def _read_text(path: str) -> str:
+    with FileSystems.open(path) as f:
+        return f.read().decode("utf-8-sig")
+
+
+def _collect_json_lines(pattern: str) -> List[Any]:
+    items: List[Any] = []
+    for match in FileSystems.match([pattern])[0].metadata_list:
+        items.extend(json.loads(line) for line in _read_text(match.path).splitlines() if line)
+        FileSystems.delete([match.path])
+    return items
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    """Writes ``Split-{train,eval,test}/data_tfrecord-*.gz`` and the quarantine report."""
+
+    def Do(
+        self,
+        input_dict: Dict[str, List[Any]],
+        output_dict: Dict[str, List[Any]],
+        exec_properties: Dict[str, Any],
+    ) -> None:
+        examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
+        report = artifact_utils.get_single_instance(output_dict[QUARANTINE_KEY])
+        p = exec_properties
+        data_dir = p["data_dir"]
+        csv_path = find_csv(data_dir, p.get("csv_file") or "")
+        columns = catalogue.Columns(**json.loads(p["columns"]))
+        options = transform.IngestOptions(
+            images_dir=FileSystems.join(data_dir, p["images_dir"]),
+            max_image_side=int(p["max_image_side"]),
+            min_image_side=int(p["min_image_side"]),
+            max_image_pixels=int(p["max_image_pixels"]),
+            jpeg_quality=int(p["jpeg_quality"]),
+            test_fraction=float(p["test_fraction"]),
+            eval_fraction=float(p["eval_fraction"]),
+            split_salt=p["split_salt"],
+        )
+        max_fraction = float(p["max_quarantine_fraction"])
+
+        rows, early_quarantine, total = catalogue.read_catalogue(
+            _read_text(csv_path), columns, int(p["label_depth"])
+        )
+        logger.info("%s: %d rows, %d refused by the CSV checks", csv_path, total, len(early_quarantine))
+        if total == 0:
+            raise ValueError(f"catalogue '{csv_path}' has a header but no rows")
+
+        scratch = os.path.join(report.uri, "_beam")
+        with self._make_beam_pipeline() as pipeline:
+            out = (
+                pipeline
+                | "Rows" >> beam.Create(rows, reshuffle=False)
+                | "Ingest" >> transform.IngestCatalogue(options)
+            )
+            for split in catalogue.SPLITS:
+                _ = out[split] | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
+                    os.path.join(examples.uri, f"Split-{split}", "data_tfrecord"),
+                    file_name_suffix=".gz",
+                )
+            _ = (
+                out[transform.QUARANTINE]
+                | "QuarantineJson" >> beam.Map(json.dumps)
+                | "WriteQuarantine" >> beam.io.WriteToText(os.path.join(scratch, "quarantine"))
+            )
+            _ = (
+                out[transform.COUNTS]
+                | "CountsJson" >> beam.Map(lambda kv: json.dumps([kv[0][0], kv[0][1], kv[1]]))
+                | "WriteCounts" >> beam.io.WriteToText(os.path.join(scratch, "counts"))
+            )
+
+        quarantined = [catalogue.QuarantineEntry(**d) for d in _collect_json_lines(os.path.join(scratch, "quarantine*"))]
+        quarantined = sorted(early_quarantine + quarantined, key=lambda e: (e.row, e.reason))
+        counts = _collect_json_lines(os.path.join(scratch, "counts*"))
+        summary = summarise(total, counts, quarantined, csv_path)
+        _write_json(os.path.join(report.uri, artifacts.QUARANTINE_FILE), [e.to_dict() for e in quarantined])
+        _write_json(os.path.join(report.uri, artifacts.SUMMARY_FILE), summary)
+
+        examples.split_names = artifact_utils.encode_split_names(list(catalogue.SPLITS))
+        examples.span = 0
+        examples.version = 0
+        for note in summary["notices"]:
+            logger.warning("%s", note)
+        logger.info(
+            "examples per split: %s; quarantined %d of %d rows (%s)",
+            summary["examples"], len(quarantined), total, catalogue.top_reasons(quarantined) or "none",
+        )
+        fraction = len(quarantined) / total
+        if fraction > max_fraction:
+            raise QuarantineLimitExceeded(
+                f"{len(quarantined)} of {total} rows ({fraction:.1%}) were quarantined, above the "
+                f"{max_fraction:.1%} limit (data.max_quarantine_fraction); top reasons: "
+                f"{catalogue.top_reasons(quarantined)}. Every refused row is listed in "
+                f"{os.path.join(report.uri, artifacts.QUARANTINE_FILE)}"
+            )
+
+
+def summarise(
+    total: int, counts: List[List[Any]], quarantined: List[catalogue.QuarantineEntry], csv_path: str
+) -> Dict[str, Any]:
+    """The ingestion summary: examples per split and label, quarantine by reason, notices."""
+    per_split = {s: 0 for s in catalogue.SPLITS}
+    per_split_label: Dict[str, Dict[str, int]] = {s: {} for s in catalogue.SPLITS}
+    labels: Dict[str, int] = {}
+    for split, label, n in counts:
+        per_split[split] += n
+        per_split_label[split][label] = n
+        labels[label] = labels.get(label, 0) + n
+    by_reason: Dict[str, int] = {}
+    for e in quarantined:
+        by_reason[e.reason] = by_reason.get(e.reason, 0) + 1
+    notices = []
+    for label in sorted(labels):
+        absent = [s for s in catalogue.SPLITS if label not in per_split_label[s]]
+        if absent:
+            notices.append(
+                f"category '{label}' has {labels[label]} example(s) and none in the "
+                f"{'/'.join(absent)} split(s): it cannot be trained and evaluated fairly; add "
+                "products or lower data.label_depth"
+            )
+    return {
+        "csv": csv_path,
+        "rows": total,
+        "examples": per_split,
+        "labels": dict(sorted(labels.items())),
+        "examples_per_split_and_label": {s: dict(sorted(v.items())) for s, v in per_split_label.items()},
+        "quarantined": len(quarantined),
+        "quarantined_by_reason": dict(sorted(by_reason.items())),
+        "notices": notices,
+    }
+
+
+def _write_json(path: str, value: Any) -> None:
+    with FileSystems.create(path) as f:
+        f.write((json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
