@@ -7,7 +7,9 @@ paths) are printed as one ``error:`` line and exit with status 2, without a trac
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -66,6 +68,102 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config_with_data(args: argparse.Namespace) -> config_lib.PipelineConfig:
+    cfg = config_lib.load_config(args.config, args.overrides)
+    if getattr(args, "data", None):
+        data_dir = os.path.abspath(args.data) if "://" not in args.data else args.data
+        if "://" not in data_dir and not os.path.isdir(data_dir):
+            raise UserError(f"--data '{args.data}' is not a folder (it must hold the CSV and Images/)")
+        cfg = cfg.replace(**{"data.data_dir": data_dir})
+    return cfg
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from pipeline import local_runner
+
+    run_dir = os.path.abspath(args.output)
+    cfg = local_runner.with_data(_config_with_data(args), run_dir, show_progress=not args.quiet)
+    failure = None
+    try:
+        local_runner.run(cfg, run_dir)
+    except local_runner.PipelineFailed as e:
+        failure = str(e)
+    try:
+        report = local_runner.ingestion_report(cfg, run_dir)
+    except local_runner.PipelineFailed:
+        report = {"run_dir": run_dir, "examples": None, "labels": None, "quarantined": None, "anomalies": None}
+    report["failure"] = failure
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        _print_ingestion(report)
+    return EXIT_OK if failure is None else EXIT_FAILED
+
+
+def _print_ingestion(report: dict) -> None:
+    if report.get("examples") is not None:
+        print(f"catalogue: {report['csv']} ({report['rows']} rows)")
+        splits = list(report["examples"])
+        labels = sorted(report["labels"])
+        width = max([len(x) for x in labels] + [8])
+        print("\nexamples per split and label:")
+        print(f"  {'label':<{width}}  " + "  ".join(f"{s:>6}" for s in splits) + "   total")
+        per = report["examples_per_split_and_label"]
+        for label in labels:
+            cells = "  ".join(f"{per[s].get(label, 0):>6}" for s in splits)
+            print(f"  {label:<{width}}  {cells}  {report['labels'][label]:>6}")
+        cells = "  ".join(f"{report['examples'][s]:>6}" for s in splits)
+        print(f"  {'total':<{width}}  {cells}  {sum(report['examples'].values()):>6}")
+        quarantined = report["quarantined"]
+        print(f"\nquarantined: {len(quarantined)} of {report['rows']} rows")
+        for reason, n in report["quarantined_by_reason"].items():
+            print(f"  {reason}: {n}")
+        for q in quarantined:
+            print(f"  row {q['row']}: {q['reason']} - id {q['uniq_id']}, file {q['image'] or '-'}: {q['detail']}")
+        for note in report["notices"]:
+            print(f"notice: {note}")
+        anomalies = report["anomalies"]
+        if anomalies is None:
+            print("\nanomalies: not checked (validation did not run)")
+        else:
+            print(f"\nanomalies: {len(anomalies) or 'none'}")
+            for a in anomalies:
+                print(f"  split '{a['split']}', feature '{a['feature']}': {a['short']} ({a['description']})")
+        print(f"data validation: {report['data_validation']}")
+        print(f"artifacts: {report['artifacts']}")
+    if report.get("failure"):
+        print(f"\nFAILED: {report['failure']}", file=sys.stderr)
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from components.catalogue_example_gen import artifacts as eg_artifacts
+    from components.data_gate import anomalies as anomalies_lib
+    from pipeline import local_runner, outputs, pipeline as pipeline_lib, schema_tools
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    run_dir = os.path.abspath(args.work_dir)
+    cfg = local_runner.with_data(_config_with_data(args), run_dir, show_progress=not args.quiet)
+    try:
+        local_runner.run(cfg, run_dir, statistics_only=True)
+    except local_runner.PipelineFailed as e:
+        raise UserError(f"ingestion failed, no schema written: {e}") from e
+    store = outputs.open_store(str(local_runner.metadata_path(run_dir)))
+    name = f"{cfg.name}-statistics"
+    stats_run = outputs.latest_node_run(store, name, pipeline_lib.STATISTICS_GEN)
+    gen_run = outputs.latest_node_run(store, name, pipeline_lib.EXAMPLE_GEN)
+    summary = json.loads(open(os.path.join(gen_run.outputs["quarantine"][0], eg_artifacts.SUMMARY_FILE)).read())
+    train = statistics_pb2.DatasetFeatureStatisticsList(
+        datasets=[anomalies_lib.read_statistics(stats_run.outputs["statistics"][0], "train")]
+    )
+    schema = schema_tools.infer_curated_schema(train, summary["labels"])
+    schema_tools.write_schema(schema, args.schema_out)
+    print(f"schema written: {args.schema_out} ({len(schema.feature)} features, labels: "
+          f"{', '.join(sorted(summary['labels']))})")
+    print(f"use it with --set data.schema_file={args.schema_out}, or copy it over "
+          "pipeline/schema/schema.pbtxt to make it the default")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -114,14 +212,54 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(p)
     p.add_argument("--keys", action="store_true", help="list every key with its default and meaning")
     p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser(
+        "ingest",
+        help="check a catalogue: ingestion, statistics and schema validation only (no training)",
+        description=(
+            "Runs the pipeline's first stages locally (CatalogueExampleGen -> StatisticsGen -> "
+            "ImportSchemaGen -> ExampleValidator -> DataValidationGate) on the Beam DirectRunner with "
+            "a SQLite metadata store in RUN_DIR, then prints examples per split and label, the "
+            "quarantined rows by reason and the schema anomalies. Exit status 1 when too many rows "
+            "were quarantined (data.max_quarantine_fraction) or the data has anomalies. Without "
+            "--data it ingests the generated sample catalogue."
+        ),
+    )
+    p.add_argument("--data", metavar="DIR", help="catalogue folder: one CSV and its images folder")
+    p.add_argument("--output", required=True, metavar="RUN_DIR", help="run folder (created; reused for caching)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_config_arguments(p)
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser(
+        "schema",
+        help="infer and curate a TFDV schema from a catalogue",
+        description=(
+            "Ingests the catalogue, computes statistics, infers a schema from the train split and "
+            "curates it (required features, the label's domain = the categories found, no other "
+            "string domains), then writes it as pbtxt. Use it when the catalogue changes on purpose "
+            "(new categories, another label depth)."
+        ),
+    )
+    p.add_argument("--data", metavar="DIR", help="catalogue folder (default: the generated sample)")
+    p.add_argument("--output", dest="schema_out", required=True, metavar="FILE", help="schema file to write")
+    p.add_argument("--work-dir", required=True, metavar="DIR", help="run folder for the ingestion it needs")
+    _add_config_arguments(p)
+    p.set_defaults(func=_cmd_schema)
     return parser
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    # TFX, Beam and TensorFlow log a great deal at INFO: keep theirs for --verbose, ours always.
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
     )
+    for name in ("placedemarche", "pipeline", "components"):
+        logging.getLogger(name).setLevel(level)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "2")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -84,6 +84,16 @@ class DataConfig:
     min_image_side: int = _field(
         32, "Images with a shorter side than this are quarantined (pixels)", min=1, max=8192
     )
+    max_image_pixels: int = _field(
+        60_000_000,
+        "Pictures declaring more pixels are refused as decompression bombs (JPEGs are decoded "
+        "downscaled first)",
+        min=1,
+    )
+    jpeg_quality: int = _field(90, "JPEG quality of re-encoded pictures", min=1, max=100)
+    schema_file: Optional[str] = _field(
+        None, "Curated TFDV schema (pbtxt); unset: the one shipped in pipeline/schema/"
+    )
     test_fraction: float = _field(
         0.2, "Share of each category held out as the test split", min=0.0, max_exclusive=1.0
     )

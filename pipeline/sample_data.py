@@ -51,17 +51,17 @@ CSV_NAME = "flipkart_com-ecommerce_sample_generated.csv"
 IMAGES_DIR = "Images"
 MANIFEST_NAME = "sample_manifest.json"
 
-# Defect kinds written by --defects, with what ingestion must do with the row:
-# a quarantine reason, or "ok" (a valid picture in an unusual encoding that must be normalised).
+# Defect kinds written by --defects, with what ingestion must do with the row: the quarantine
+# reason it gets, or "ok" (a valid row in an unusual form that must become an example).
 DEFECTS: Dict[str, str] = {
-    "missing_image": "quarantine",  # the row names a file that is not in Images/
-    "truncated_jpeg": "quarantine",  # the JPEG stops half-way
-    "not_an_image": "quarantine",  # a text file named .jpg
-    "tiny_image": "quarantine",  # 8 x 8 pixels, below any useful size
-    "duplicate_id": "quarantine",  # a second row with an existing uniq_id
-    "duplicate_picture": "quarantine",  # another category's product has the exact same picture
+    "missing_image": "missing_image",  # the row names a file that is not in Images/
+    "truncated_jpeg": "undecodable_image",  # the JPEG stops half-way
+    "not_an_image": "not_an_image",  # a text file named .jpg
+    "tiny_image": "image_too_small",  # 8 x 8 pixels, below any useful size
+    "duplicate_id": "duplicate_id",  # a second row with an existing uniq_id
+    "duplicate_picture": "duplicate_picture",  # another category's product has the same picture
     "shared_picture": "ok",  # a variant of a product (same category) reusing its picture
-    "empty_category": "quarantine",  # product_category_tree is empty
+    "empty_category": "missing_category",  # product_category_tree is empty
     "grayscale": "ok",  # 'L' mode JPEG
     "png_alpha": "ok",  # RGBA PNG with a transparent background
     "cmyk_jpeg": "ok",  # CMYK JPEG

@@ -124,6 +124,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples.split_names = artifact_utils.encode_split_names(list(catalogue.SPLITS))
         examples.span = 0
         examples.version = 0
+        # What ExampleGen records, so StatisticsGen / Trainer read the payload without guessing.
+        examples.set_string_custom_property("payload_format", "FORMAT_TF_EXAMPLE")
+        examples.set_string_custom_property("file_format", "tfrecords_gzip")
+        examples.set_string_custom_property("input_fingerprint", p.get("input_fingerprint") or "")
         for note in summary["notices"]:
             logger.warning("%s", note)
         logger.info(

@@ -1,0 +1,1 @@
+"""DataValidationGate: stops the pipeline before training when TFDV found any anomaly."""

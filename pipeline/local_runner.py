@@ -1,0 +1,133 @@
+"""Runs the pipeline locally: Beam DirectRunner, SQLite metadata store, TFX caching.
+
+This module only chooses paths, the metadata store and Beam arguments; the graph comes from
+``pipeline.pipeline``. Layout of a run folder::
+
+    RUN_DIR/metadata.sqlite     ML Metadata store (executions, artifacts, lineage)
+    RUN_DIR/pipeline/           artifacts, one folder per component and execution
+    RUN_DIR/sample-data/        the generated catalogue, when no --data was given
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from tfx import v1 as tfx
+
+from components.catalogue_example_gen import artifacts as eg_artifacts
+from components.data_gate import anomalies as anomalies_lib
+from pipeline import outputs
+from pipeline import pipeline as pipeline_lib
+from pipeline import sample_data
+from pipeline.config import PipelineConfig
+
+logger = logging.getLogger(__name__)
+
+# The embedded default catalogue: large enough to train on, with every defect row (7 of 221
+# quarantined, under the 5 % limit).
+DEFAULT_SAMPLE_PER_CLASS = 30
+DEFAULT_SAMPLE_SEED = 0
+
+
+class PipelineFailed(RuntimeError):
+    """A component failed; the message is the component's own error."""
+
+
+def metadata_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "metadata.sqlite"
+
+
+def with_data(config: PipelineConfig, run_dir: Path, show_progress: bool = True) -> PipelineConfig:
+    """``config`` with a catalogue: the user's, or a generated sample written once into the run folder."""
+    if config.data.data_dir:
+        return config
+    sample = Path(run_dir) / "sample-data"
+    if not (sample / sample_data.CSV_NAME).exists():
+        logger.info("no --data given: generating the sample catalogue in %s", sample)
+        sample_data.make_sample(
+            sample, per_class=DEFAULT_SAMPLE_PER_CLASS, seed=DEFAULT_SAMPLE_SEED, defects=True,
+            show_progress=show_progress,
+        )
+    return config.replace(**{"data.data_dir": str(sample)})
+
+
+def run(
+    config: PipelineConfig,
+    run_dir: Path,
+    beam_args: Sequence[str] = (),
+    statistics_only: bool = False,
+) -> None:
+    """Runs the pipeline (or only ingestion + statistics) for ``config`` into ``run_dir``.
+
+    Raises:
+      PipelineFailed: a component failed; its error message is kept.
+    """
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(metadata_path(run_dir)))
+    build = pipeline_lib.create_statistics_pipeline if statistics_only else pipeline_lib.create_pipeline
+    pipe = build(
+        config,
+        pipeline_root=str(run_dir / "pipeline"),
+        metadata_connection_config=connection,
+        beam_pipeline_args=list(beam_args) or ["--direct_num_workers=1"],
+    )
+    try:
+        tfx.orchestration.LocalDagRunner().run(pipe)
+    except Exception as e:  # the runner re-raises the executor's error, whatever its type
+        raise PipelineFailed(str(e)) from e
+
+
+def ingestion_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
+    """What ingestion and validation produced in ``run_dir``, read from the metadata store.
+
+    Returns a dict with ``examples`` (per split), ``labels`` (counts), ``examples_per_split_and_label``,
+    ``quarantined`` (list of row, uniq_id, image, reason, detail), ``quarantined_by_reason``,
+    ``anomalies`` (list), ``data_validation`` (passed / failed / not run), ``notices`` and the
+    artifact folders.
+    """
+    store = outputs.open_store(str(metadata_path(run_dir)))
+    report: Dict[str, Any] = {"run_dir": str(run_dir)}
+    example_gen = outputs.latest_node_run(store, config.name, pipeline_lib.EXAMPLE_GEN)
+    if example_gen is None or "quarantine" not in example_gen.outputs:
+        raise PipelineFailed(f"ingestion has not completed in {run_dir}")
+    quarantine_uri = example_gen.outputs["quarantine"][0]
+    summary = json.loads(Path(quarantine_uri, eg_artifacts.SUMMARY_FILE).read_text())
+    quarantined = json.loads(Path(quarantine_uri, eg_artifacts.QUARANTINE_FILE).read_text())
+    report.update(
+        csv=summary["csv"],
+        rows=summary["rows"],
+        examples=summary["examples"],
+        labels=summary["labels"],
+        examples_per_split_and_label=summary["examples_per_split_and_label"],
+        quarantined=quarantined,
+        quarantined_by_reason=summary["quarantined_by_reason"],
+        notices=summary["notices"],
+        artifacts={"examples": example_gen.outputs["examples"][0], "quarantine": quarantine_uri},
+    )
+    validator = outputs.latest_node_run(store, config.name, pipeline_lib.EXAMPLE_VALIDATOR)
+    anomalies_uri = _completed_output(validator, "anomalies")
+    if anomalies_uri:
+        report["anomalies"] = [f.to_dict() for f in anomalies_lib.read_anomalies(anomalies_uri, ("train", "eval", "test"))]
+        report["artifacts"]["anomalies"] = anomalies_uri
+    else:
+        report["anomalies"] = None
+    statistics = outputs.latest_node_run(store, config.name, pipeline_lib.STATISTICS_GEN)
+    statistics_uri = _completed_output(statistics, "statistics")
+    if statistics_uri:
+        report["artifacts"]["statistics"] = statistics_uri
+    gate = outputs.latest_node_run(store, config.name, pipeline_lib.DATA_GATE)
+    report["data_validation"] = (
+        "not run" if gate is None else "passed" if gate.state in ("COMPLETE", "CACHED") else "failed"
+    )
+    return report
+
+
+def _completed_output(node: Optional[outputs.NodeRun], key: str) -> Optional[str]:
+    if node is None or node.state not in ("COMPLETE", "CACHED") or key not in node.outputs:
+        return None
+    return node.outputs[key][0]
