@@ -92,3 +92,34 @@ def test_parse_float_and_top_reasons():
     assert catalogue.parse_float("nan") is None
     entries = [catalogue.QuarantineEntry(i, "", "", r, "") for i, r in enumerate("aabccc")]
     assert catalogue.top_reasons(entries, 2) == "c: 3, a: 2"
+
+
+def test_small_classes_are_reported_not_a_crash():
+    from components.catalogue_example_gen.executor import summarise
+
+    counts = [["train", "Toys", 3], ["train", "Watches", 5], ["eval", "Watches", 2], ["test", "Watches", 2]]
+    summary = summarise(12, counts, [], "x.csv")
+    assert summary["examples"] == {"train": 8, "eval": 2, "test": 2}
+    assert summary["labels"] == {"Toys": 3, "Watches": 9}
+    assert summary["notices"] == [
+        "category 'Toys' has 3 example(s) and none in the eval/test split(s): it cannot be trained "
+        "and evaluated fairly; add products or lower data.label_depth"
+    ]
+
+
+@pytest.mark.realdata
+def test_label_depth_two_gives_the_62_subcategories(flipkart_dir):
+    """The often-quoted 63 comes from a naive split: 'Home Furnishing >> Living"]' (a two-level
+    tree) then counts 'Living"]' apart from 'Living'. Parsed properly there are 62."""
+    text = (flipkart_dir / "flipkart_com-ecommerce_sample_1050.csv").read_text(encoding="utf-8")
+    rows, refused, total = read_catalogue(text, label_depth=2)
+    assert total == 1050 and refused == []
+    assert len({r.label for r in rows}) == 62
+    assert sum(r.label == "Living" for r in rows) == 6  # 2 two-level trees + 4 deeper ones
+    first_level, _, _ = read_catalogue(text)
+    assert collections.Counter(r.label for r in first_level) == {
+        name: 150 for name in (
+            "Home Furnishing", "Baby Care", "Watches", "Home Decor & Festive Needs",
+            "Kitchen & Dining", "Beauty and Personal Care", "Computers",
+        )
+    }
