@@ -1,0 +1,183 @@
+"""Training the head on cached backbone features.
+
+The backbone is frozen, so each picture's features are computed once (``extract_features``) and the
+head is trained on them for as many epochs as early stopping allows. With augmentation on, a
+configurable number of augmented views of each training picture is cached instead of recomputing
+the backbone every epoch.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from pipeline.trainer import model as model_lib
+
+logger = logging.getLogger(__name__)
+
+IMAGE_FEATURE = "image_bytes"
+LABEL_FEATURE = "label"
+
+
+def read_split(file_patterns: Sequence[str]) -> Tuple[List[bytes], List[str]]:
+    """Image bytes and labels of the GZIP TFRecords matching ``file_patterns``."""
+    files = sorted(f for p in file_patterns for f in glob.glob(p))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {list(file_patterns)}")
+    spec = {
+        IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string),
+        LABEL_FEATURE: tf.io.FixedLenFeature([], tf.string),
+    }
+    images, labels = [], []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        parsed = tf.io.parse_single_example(record, spec)
+        images.append(parsed[IMAGE_FEATURE].numpy())
+        labels.append(parsed[LABEL_FEATURE].numpy().decode("utf-8"))
+    return images, labels
+
+
+def extract_features(
+    extractor: keras.Model,
+    images: Sequence[bytes],
+    image_size: int,
+    batch_size: int = 32,
+    augmenter: Optional[keras.Model] = None,
+    description: str = "features",
+) -> np.ndarray:
+    """Backbone features of each picture, decoded exactly as the served model decodes them.
+
+    Decoding runs in parallel in tf.data while the backbone computes the previous batch.
+    """
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(tf.constant(list(images), dtype=tf.string))
+        .map(lambda b: model_lib.decode_and_resize(b, image_size), num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size)
+        .prefetch(2)
+    )
+
+    @tf.function(reduce_retracing=True)
+    def step(pixels):
+        if augmenter is not None:
+            pixels = augmenter(pixels, training=True)
+        return extractor(pixels, training=False)
+
+    out = []
+    with tqdm(total=len(images), desc=description, unit="img", leave=False) as bar:
+        for pixels in dataset:
+            out.append(step(pixels).numpy())
+            bar.update(int(pixels.shape[0]))
+    return np.concatenate(out, axis=0) if out else np.zeros((0, extractor.output_shape[-1]), np.float32)
+
+
+@dataclass
+class TrainResult:
+    """The trained head and what happened while training it."""
+
+    head: keras.Model
+    history: Dict[str, List[float]]
+    best_epoch: int  # 1-based; 0 when no epoch ran
+    seconds_per_epoch: float
+    stopped_early: bool
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+def train_head(
+    head: keras.Model,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    eval_x: np.ndarray,
+    eval_y: np.ndarray,
+    epochs: int,
+    batch_size: int,
+    optimizer: str,
+    learning_rate: float,
+    patience: int,
+    checkpoint_path: str,
+    seed: int,
+) -> TrainResult:
+    """Fits ``head`` with early stopping on validation loss; the best epoch's weights are kept.
+
+    The best epoch is also written to ``checkpoint_path`` (``.weights.h5``) as it happens, so an
+    interrupted run keeps its best head.
+    """
+    keras.utils.set_random_seed(seed)
+    optimizers = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
+    head.compile(
+        optimizer=optimizers[optimizer](learning_rate=learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    if epochs == 0:
+        return TrainResult(head, {}, 0, 0.0, False)
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        checkpoint_path, monitor="val_loss", save_best_only=True, save_weights_only=True
+    )
+    start = time.perf_counter()
+    fit = head.fit(
+        train_x, train_y, validation_data=(eval_x, eval_y), epochs=epochs, batch_size=batch_size,
+        shuffle=True, verbose=0, callbacks=[early, checkpoint, _LogEpoch()],
+    )
+    elapsed = time.perf_counter() - start
+    history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+    ran = len(history.get("loss", []))
+    best = int(np.argmin(history["val_loss"])) + 1 if ran else 0
+    return TrainResult(head, history, best, elapsed / max(1, ran), early.stopped_epoch > 0)
+
+
+class _LogEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        logger.info(
+            "epoch %d: loss %.4f accuracy %.4f val_loss %.4f val_accuracy %.4f", epoch + 1,
+            logs.get("loss", float("nan")), logs.get("accuracy", float("nan")),
+            logs.get("val_loss", float("nan")), logs.get("val_accuracy", float("nan")),
+        )
+
+
+def one_hot(labels: Sequence[str], vocabulary: Sequence[str]) -> np.ndarray:
+    """One-hot rows; a label outside ``vocabulary`` is an error naming it."""
+    index = {v: i for i, v in enumerate(vocabulary)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not in the vocabulary {list(vocabulary)}")
+    out = np.zeros((len(labels), len(vocabulary)), np.float32)
+    out[np.arange(len(labels)), [index[l] for l in labels]] = 1.0
+    return out
+
+
+def save_history(result: TrainResult, out_dir: str) -> None:
+    """``history.json`` (per-epoch loss / accuracy, train and validation) and ``history.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "history.json"), "w", encoding="utf-8") as f:
+        json.dump({"history": result.history, "best_epoch": result.best_epoch,
+                   "stopped_early": result.stopped_early, "seconds_per_epoch": result.seconds_per_epoch,
+                   "timings": result.timings}, f, indent=2)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        epochs = range(1, len(result.history.get(metric, [])) + 1)
+        ax.plot(epochs, result.history.get(metric, []), label=f"train {metric}")
+        ax.plot(epochs, result.history.get(f"val_{metric}", []), label=f"validation {metric}")
+        if result.best_epoch:
+            ax.axvline(result.best_epoch, color="grey", linestyle="--", label="best epoch")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "history.png"), dpi=80)
+    plt.close(fig)
