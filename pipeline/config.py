@@ -127,7 +127,11 @@ class ModelConfig:
         False, "In-model random flip / rotation / zoom while training"
     )
     augmented_views: int = _field(
-        4, "With augmentation: augmented views per image whose features are cached", min=1, max=64
+        2,
+        "With augmentation: views per training image whose features are cached (the first is the "
+        "plain picture; each view costs one backbone pass per image)",
+        min=1,
+        max=64,
     )
 
 

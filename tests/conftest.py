@@ -26,3 +26,25 @@ def flipkart_dir() -> Path:
     if not (FLIPKART_DIR / "flipkart_com-ecommerce_sample_1050.csv").is_file():
         pytest.skip(f"real Flipkart sample not found at {FLIPKART_DIR} (read-only shared data)")
     return FLIPKART_DIR
+
+
+@pytest.fixture(scope="session")
+def sample_examples(tmp_path_factory) -> Path:
+    """TFRecords (Examples artifact folder) of a clean 7 x 20 generated catalogue, ingested once.
+
+    Runs CatalogueExampleGen's executor directly (no orchestration) to keep the trainer tests fast.
+    """
+    from tfx.types import standard_artifacts
+
+    from components.catalogue_example_gen import artifacts, component, executor
+
+    root = tmp_path_factory.mktemp("sample_examples")
+    sample_data.make_sample(root / "data", per_class=20, seed=11, show_progress=False)
+    examples = standard_artifacts.Examples()
+    examples.uri = str(root / "examples")
+    report = artifacts.QuarantineReport()
+    report.uri = str(root / "quarantine")
+    Path(report.uri).mkdir()
+    props = dict(component.CatalogueExampleGen(data_dir=str(root / "data")).exec_properties)
+    executor.Executor().Do({}, {"examples": [examples], "quarantine": [report]}, props)
+    return Path(examples.uri)

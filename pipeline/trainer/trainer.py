@@ -150,6 +150,7 @@ def fit_and_export(
         "augmented_views": views,
         "data_fingerprint": data_fingerprint(list(train_files) + list(eval_files)),
         "train_examples": len(train_images),
+        "train_feature_rows": int(train_x.shape[0]),
         "eval_examples": len(eval_images),
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history.get("loss", [])),
