@@ -59,9 +59,13 @@ def run(
     config: PipelineConfig,
     run_dir: Path,
     beam_args: Sequence[str] = (),
-    statistics_only: bool = False,
+    stages: str = "all",
 ) -> None:
-    """Runs the pipeline (or only ingestion + statistics) for ``config`` into ``run_dir``.
+    """Runs the pipeline for ``config`` into ``run_dir``.
+
+    Args:
+      stages: ``"all"`` (the whole graph), ``"data"`` (ingestion and validation, for ``ingest``) or
+        ``"statistics"`` (ingestion and statistics, for ``schema``).
 
     Raises:
       PipelineFailed: a component failed; its error message is kept.
@@ -69,7 +73,11 @@ def run(
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(metadata_path(run_dir)))
-    build = pipeline_lib.create_statistics_pipeline if statistics_only else pipeline_lib.create_pipeline
+    build = {
+        "all": pipeline_lib.create_pipeline,
+        "data": pipeline_lib.create_data_pipeline,
+        "statistics": pipeline_lib.create_statistics_pipeline,
+    }[stages]
     pipe = build(
         config,
         pipeline_root=str(run_dir / "pipeline"),
@@ -131,3 +139,27 @@ def _completed_output(node: Optional[outputs.NodeRun], key: str) -> Optional[str
     if node is None or node.state not in ("COMPLETE", "CACHED") or key not in node.outputs:
         return None
     return node.outputs[key][0]
+
+
+def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
+    """Each node's latest state and time, and what each Trainer produced, from the metadata store."""
+    from pipeline.trainer import export as export_lib
+
+    store = outputs.open_store(str(metadata_path(run_dir)))
+    nodes = []
+    for node_id in pipeline_lib.DATA_STAGES + pipeline_lib.TRAINERS:
+        node = outputs.latest_node_run(store, config.name, node_id)
+        nodes.append({"node": node_id, "state": node.state if node else "NOT RUN",
+                      "seconds": round(node.seconds, 1) if node else None})
+    models = {}
+    for role, node_id in zip(("candidate", "baseline"), pipeline_lib.TRAINERS):
+        uri = _completed_output(outputs.latest_node_run(store, config.name, node_id), "model")
+        if uri:
+            serving_dir = os.path.join(uri, "Format-Serving")
+            metadata = export_lib.read_metadata(serving_dir)
+            models[role] = {
+                "backbone": metadata["backbone"], "weights": metadata["weights"],
+                "best_epoch": metadata["best_epoch"], "epochs_run": metadata["epochs_run"],
+                "val_accuracy": metadata["val_accuracy"], "model": serving_dir,
+            }
+    return {"run_dir": str(run_dir), "nodes": nodes, "models": models}

@@ -19,6 +19,7 @@ class NodeRun:
     state: str  # COMPLETE, CACHED, FAILED, RUNNING ...
     execution_id: int
     outputs: Dict[str, List[str]] = field(default_factory=dict)
+    seconds: float = 0.0  # from the execution's creation to its last update
 
 
 def open_store(sqlite_path: str) -> metadata_store.MetadataStore:
@@ -50,7 +51,8 @@ def latest_node_run(
         key = next((s.key for s in event.path.steps if s.HasField("key")), "")
         outputs.setdefault(key, []).append(uris[event.artifact_id])
     state = metadata_store_pb2.Execution.State.Name(latest.last_known_state)
-    return NodeRun(node_id, state, latest.id, outputs)
+    seconds = (latest.last_update_time_since_epoch - latest.create_time_since_epoch) / 1000.0
+    return NodeRun(node_id, state, latest.id, outputs, seconds)
 
 
 def count_executions(store: metadata_store.MetadataStore, pipeline_name: str, node_id: str) -> Dict[str, int]:

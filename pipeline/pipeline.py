@@ -4,17 +4,19 @@ Runners (``local_runner``; Kubeflow later) choose the pipeline root, the metadat
 arguments; everything else comes from the :class:`~pipeline.config.PipelineConfig`.
 
 Stages built so far: CatalogueExampleGen → StatisticsGen → ImportSchemaGen (curated schema) →
-ExampleValidator → DataValidationGate. The Trainers, Evaluator, Pusher and SHAP component are added by
-their own work items.
+ExampleValidator → DataValidationGate → CandidateTrainer (EfficientNet-B7) and BaselineTrainer
+(VGG19). The Evaluator gate, Pusher and SHAP component are added by their own work items.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from importlib import resources
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.dsl.components.base import base_node
 
 from components.catalogue_example_gen.component import CatalogueExampleGen, fingerprint
 from components.data_gate.component import DataValidationGate
@@ -27,6 +29,11 @@ SCHEMA_GEN = "ImportSchemaGen"
 EXAMPLE_VALIDATOR = "ExampleValidator"
 DATA_GATE = "DataValidationGate"
 DATA_STAGES = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR, DATA_GATE)
+CANDIDATE_TRAINER = "CandidateTrainer"
+BASELINE_TRAINER = "BaselineTrainer"
+TRAINERS = (CANDIDATE_TRAINER, BASELINE_TRAINER)
+# The Trainer entry point is named, not uploaded: the project is installed in the pipeline image.
+TRAINER_RUN_FN = "pipeline.trainer.run_fn.run_fn"
 
 
 def default_schema_file() -> str:
@@ -41,7 +48,7 @@ def create_pipeline(
     beam_pipeline_args: Sequence[str] = (),
     enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
-    """Builds the pipeline for ``config``.
+    """Builds the pipeline for ``config``: the data stages, then both Trainers.
 
     Args:
       config: the run's configuration; ``config.data.data_dir`` must be set (the local runner puts
@@ -54,24 +61,26 @@ def create_pipeline(
     Raises:
       ValueError: ``config.data.data_dir`` is unset.
     """
-    example_gen, statistics_gen = _ingestion(config)
-    data = config.data
-    schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=data.schema_file or default_schema_file()
-    ).with_id(SCHEMA_GEN)
-    example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
-    ).with_id(EXAMPLE_VALIDATOR)
-    data_gate = DataValidationGate(anomalies=example_validator.outputs["anomalies"]).with_id(DATA_GATE)
+    stages = _data_stages(config)
+    example_gen, _, schema_gen, _, data_gate = stages
+    trainers = [
+        _trainer(config, role, node_id, example_gen, schema_gen, data_gate)
+        for role, node_id in (("candidate", CANDIDATE_TRAINER), ("baseline", BASELINE_TRAINER))
+    ]
+    return _pipeline(config.name, pipeline_root, stages + trainers, metadata_connection_config,
+                     beam_pipeline_args, enable_cache)
 
-    return tfx.dsl.Pipeline(
-        pipeline_name=config.name,
-        pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate],
-        enable_cache=enable_cache,
-        metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=list(beam_pipeline_args),
-    )
+
+def create_data_pipeline(
+    config: PipelineConfig,
+    pipeline_root: str,
+    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+    beam_pipeline_args: Sequence[str] = (),
+) -> tfx.dsl.Pipeline:
+    """The data stages only (``placedemarche ingest``). Same pipeline name and node ids as
+    :func:`create_pipeline`, so a later full run reuses them from the cache."""
+    return _pipeline(config.name, pipeline_root, _data_stages(config), metadata_connection_config,
+                     beam_pipeline_args, True)
 
 
 def create_statistics_pipeline(
@@ -81,15 +90,46 @@ def create_statistics_pipeline(
     beam_pipeline_args: Sequence[str] = (),
 ) -> tfx.dsl.Pipeline:
     """Ingestion and statistics only: what ``placedemarche schema`` infers a new schema from."""
-    example_gen, statistics_gen = _ingestion(config)
+    return _pipeline(f"{config.name}-statistics", pipeline_root, list(_ingestion(config)),
+                     metadata_connection_config, beam_pipeline_args, True)
+
+
+def _pipeline(name, root, components, connection, beam_args, enable_cache) -> tfx.dsl.Pipeline:
     return tfx.dsl.Pipeline(
-        pipeline_name=f"{config.name}-statistics",
-        pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen],
-        enable_cache=True,
-        metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=list(beam_pipeline_args),
+        pipeline_name=name,
+        pipeline_root=root,
+        components=components,
+        enable_cache=enable_cache,
+        metadata_connection_config=connection,
+        beam_pipeline_args=list(beam_args),
     )
+
+
+def _data_stages(config: PipelineConfig) -> List[base_node.BaseNode]:
+    example_gen, statistics_gen = _ingestion(config)
+    schema_gen = tfx.components.ImportSchemaGen(
+        schema_file=config.data.schema_file or default_schema_file()
+    ).with_id(SCHEMA_GEN)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    ).with_id(EXAMPLE_VALIDATOR)
+    data_gate = DataValidationGate(anomalies=example_validator.outputs["anomalies"]).with_id(DATA_GATE)
+    return [example_gen, statistics_gen, schema_gen, example_validator, data_gate]
+
+
+def _trainer(config, role, node_id, example_gen, schema_gen, data_gate) -> base_node.BaseNode:
+    """A Trainer of the shared model module; ``role`` names the config section (candidate/baseline)."""
+    trainer = tfx.components.Trainer(
+        run_fn=TRAINER_RUN_FN,
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config={"role": role, "model": asdict(getattr(config, role)), "training": asdict(config.training)},
+    ).with_id(node_id)
+    # Train only on data that passed validation (the gate's output is not a Trainer input).
+    trainer.add_upstream_node(data_gate)
+    return trainer
 
 
 def _ingestion(config: PipelineConfig):

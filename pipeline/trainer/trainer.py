@@ -99,7 +99,12 @@ def fit_and_export(
     train_images, train_labels = train_lib.read_split(train_files)
     eval_images, eval_labels = train_lib.read_split(eval_files)
     if not train_images:
-        raise ValueError("the train split is empty")
+        raise ValueError("the train split is empty: add products or lower data.test_fraction")
+    if not eval_images:
+        raise ValueError(
+            "the eval split is empty: early stopping needs validation data; raise "
+            "data.eval_fraction or add products"
+        )
     labels = list(vocabulary) if vocabulary else sorted(set(train_labels))
     timings["read_seconds"] = time.perf_counter() - start
 
@@ -110,18 +115,21 @@ def fit_and_export(
         )
     t = time.perf_counter()
     views = spec.augmented_views if spec.augmentation else 1
-    augmenter = model_lib.build_augmenter(spec.seed) if spec.augmentation else None
+    plain = train_lib.feature_step(extractor, spec.image_size)
+    augmented = (
+        train_lib.feature_step(extractor, spec.image_size, model_lib.build_augmenter(spec.seed))
+        if views > 1 else None
+    )
     train_x = np.concatenate([
         train_lib.extract_features(
-            extractor, train_images, spec.image_size, spec.batch_size,
-            augmenter=augmenter if (augmenter is not None and v > 0) else None,
+            plain if v == 0 else augmented, train_images, spec.image_size, spec.batch_size,
             description=f"{spec.backbone} train features (view {v + 1}/{views})",
         )
         for v in range(views)  # view 0 is the plain picture; the others are augmented
     ])
     train_y = np.concatenate([train_lib.one_hot(train_labels, labels)] * views)
     eval_x = train_lib.extract_features(
-        extractor, eval_images, spec.image_size, spec.batch_size, description=f"{spec.backbone} eval features"
+        plain, eval_images, spec.image_size, spec.batch_size, description=f"{spec.backbone} eval features"
     )
     eval_y = train_lib.one_hot(eval_labels, labels)
     timings["feature_seconds"] = time.perf_counter() - t
