@@ -32,20 +32,12 @@ REPO = Path(__file__).resolve().parents[1]
 def child(data_dir: str, out_dir: str) -> None:
     """Runs the executor once and prints {seconds, rows, examples, peak_rss_mb} as JSON."""
     sys.path.insert(0, str(REPO))
-    from tfx.types import standard_artifacts
+    from components.catalogue_example_gen import artifacts, component
 
-    from components.catalogue_example_gen import artifacts, component, executor
-
-    examples = standard_artifacts.Examples()
-    examples.uri = os.path.join(out_dir, "examples")
-    report = artifacts.QuarantineReport()
-    report.uri = os.path.join(out_dir, "quarantine")
-    os.makedirs(report.uri, exist_ok=True)
-    props = dict(component.CatalogueExampleGen(data_dir=data_dir).exec_properties)
     start = time.perf_counter()
-    executor.Executor().Do({}, {"examples": [examples], "quarantine": [report]}, props)
+    _, report_uri = component.run_executor(data_dir, out_dir)
     seconds = time.perf_counter() - start
-    summary = json.loads(Path(report.uri, artifacts.SUMMARY_FILE).read_text())
+    summary = json.loads(Path(report_uri, artifacts.SUMMARY_FILE).read_text())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "rows": summary["rows"],
                       "examples": sum(summary["examples"].values()), "peak_rss_mb": peak}))

@@ -30,18 +30,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def ingest(data_dir: str, out: Path) -> Path:
-    from tfx.types import standard_artifacts
+    from components.catalogue_example_gen import component
 
-    from components.catalogue_example_gen import artifacts, component, executor
-
-    examples = standard_artifacts.Examples()
-    examples.uri = str(out / "examples")
-    report = artifacts.QuarantineReport()
-    report.uri = str(out / "quarantine")
-    os.makedirs(report.uri, exist_ok=True)
-    props = dict(component.CatalogueExampleGen(data_dir=data_dir).exec_properties)
-    executor.Executor().Do({}, {"examples": [examples], "quarantine": [report]}, props)
-    return Path(examples.uri)
+    examples, _ = component.run_executor(data_dir, str(out))
+    return Path(examples)
 
 
 def raw_forward(backbone: str, image_size: int, batch_size: int, images: int = 96) -> float:

@@ -42,6 +42,19 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_DATA_HELP = "catalogue folder: one CSV and its images folder (default: the generated sample)"
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """--data, --output RUN_DIR, --json and the config arguments of the pipeline-running commands."""
+    parser.add_argument("--data", metavar="DIR", help=_DATA_HELP)
+    parser.add_argument(
+        "--output", required=True, metavar="RUN_DIR", help="run folder (created; reused for caching)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_config_arguments(parser)
+
+
 def _cmd_make_sample(args: argparse.Namespace) -> int:
     from pipeline import sample_data  # heavy imports (pandas, PIL) only when needed
 
@@ -262,10 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--data it ingests the generated sample catalogue."
         ),
     )
-    p.add_argument("--data", metavar="DIR", help="catalogue folder: one CSV and its images folder")
-    p.add_argument("--output", required=True, metavar="RUN_DIR", help="run folder (created; reused for caching)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    _add_config_arguments(p)
+    _add_run_arguments(p)
     p.set_defaults(func=_cmd_ingest)
 
     p = sub.add_parser(
@@ -280,10 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
             "when a component failed."
         ),
     )
-    p.add_argument("--data", metavar="DIR", help="catalogue folder (default: the generated sample)")
-    p.add_argument("--output", required=True, metavar="RUN_DIR", help="run folder (created; reused for caching)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    _add_config_arguments(p)
+    _add_run_arguments(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(
@@ -296,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(new categories, another label depth)."
         ),
     )
-    p.add_argument("--data", metavar="DIR", help="catalogue folder (default: the generated sample)")
+    p.add_argument("--data", metavar="DIR", help=_DATA_HELP)
     p.add_argument("--output", dest="schema_out", required=True, metavar="FILE", help="schema file to write")
     p.add_argument("--work-dir", required=True, metavar="DIR", help="run folder for the ingestion it needs")
     _add_config_arguments(p)

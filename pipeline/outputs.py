@@ -23,7 +23,7 @@ class NodeRun:
 
 
 def open_store(sqlite_path: str) -> metadata_store.MetadataStore:
-    """A store over the local runner's SQLite file (read-only use)."""
+    """A store over the local runner's SQLite file (this module only reads it)."""
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = sqlite_path
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE

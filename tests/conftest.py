@@ -34,17 +34,9 @@ def sample_examples(tmp_path_factory) -> Path:
 
     Runs CatalogueExampleGen's executor directly (no orchestration) to keep the trainer tests fast.
     """
-    from tfx.types import standard_artifacts
-
-    from components.catalogue_example_gen import artifacts, component, executor
+    from components.catalogue_example_gen import component
 
     root = tmp_path_factory.mktemp("sample_examples")
     sample_data.make_sample(root / "data", per_class=20, seed=11, show_progress=False)
-    examples = standard_artifacts.Examples()
-    examples.uri = str(root / "examples")
-    report = artifacts.QuarantineReport()
-    report.uri = str(root / "quarantine")
-    Path(report.uri).mkdir()
-    props = dict(component.CatalogueExampleGen(data_dir=str(root / "data")).exec_properties)
-    executor.Executor().Do({}, {"examples": [examples], "quarantine": [report]}, props)
-    return Path(examples.uri)
+    examples, _ = component.run_executor(str(root / "data"), str(root))
+    return Path(examples)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -111,3 +111,21 @@ def fingerprint(data_dir: str, csv_file: Optional[str] = None, images_dir: str =
     for m in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path):
         digest.update(f"{os.path.basename(m.path)}\x00{m.size_in_bytes}\x00{m.last_updated_in_seconds}\n".encode())
     return digest.hexdigest()
+
+
+def run_executor(data_dir: str, out_dir: str, **parameters) -> Tuple[str, str]:
+    """Runs the executor once without orchestration (no metadata store, no cache).
+
+    For benchmarks and tests that need TFRecords fast; ``parameters`` are those of
+    :class:`CatalogueExampleGen`. Returns the ``(examples, quarantine)`` artifact folders.
+    """
+    from tfx.types import standard_artifacts
+
+    examples = standard_artifacts.Examples()
+    examples.uri = os.path.join(out_dir, "examples")
+    report = artifacts.QuarantineReport()
+    report.uri = os.path.join(out_dir, "quarantine")
+    os.makedirs(report.uri, exist_ok=True)
+    props = dict(CatalogueExampleGen(data_dir=data_dir, **parameters).exec_properties)
+    executor.Executor().Do({}, {executor.EXAMPLES_KEY: [examples], executor.QUARANTINE_KEY: [report]}, props)
+    return examples.uri, report.uri

@@ -94,6 +94,8 @@ def fit_and_export(
     """
     timings: Dict[str, float] = {}
     start = time.perf_counter()
+    # Seeds Python, NumPy and TF: random backbone weights, augmentation and shuffling repeat.
+    keras.utils.set_random_seed(spec.seed)
     if spec.mixed_precision and tf.config.list_logical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")
     train_images, train_labels = train_lib.read_split(train_files)
