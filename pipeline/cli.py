@@ -180,6 +180,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"{role}: {model['backbone']} ({model['weights']}), best epoch {model['best_epoch']} of "
                   f"{model['epochs_run']}, validation accuracy "
                   f"{'n/a' if accuracy is None else f'{accuracy:.3f}'}\n  model: {model['model']}")
+        gate = report["gate"]
+        if gate:
+            print(f"test split ({gate['test_examples']} examples): candidate accuracy "
+                  f"{gate['candidate_accuracy']:.3f}, baseline {gate['baseline_accuracy']:.3f}, "
+                  f"McNemar p = {gate['mcnemar_p_value']:.3g}")
+            for check in gate["checks"]:
+                print(f"  [{'pass' if check['passed'] else 'FAIL'}] {check['explanation']}")
+            print(f"decision: {'BLESSED' if gate['blessed'] else 'NOT blessed'} ({gate['comparison']})")
         if failure:
             print(f"\nFAILED: {failure}", file=sys.stderr)
     return EXIT_OK if failure is None else EXIT_FAILED
@@ -280,12 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="run the pipeline locally (ingestion, validation, both Trainers)",
+        help="run the pipeline locally (ingestion, validation, both Trainers, the model gate)",
         description=(
             "Runs the pipeline built so far on the Beam DirectRunner with a SQLite metadata store and "
             "TFX caching in RUN_DIR: ingestion and validation, then the EfficientNet-B7 candidate and "
-            "the VGG19 baseline Trainers. Prints each component's state and time and each model's "
-            "validation accuracy. Without --data it runs on the generated sample catalogue with random "
+            "the VGG19 baseline Trainers, then the model gate (both models on the test split; the "
+            "candidate is blessed only if it passes the evaluation thresholds). Prints each "
+            "component's state and time, each model's validation accuracy and the decision. Without --data it runs on the generated sample catalogue with random "
             "backbone weights allowed (ImageNet weights cannot be downloaded offline). Exit status 1 "
             "when a component failed."
         ),

@@ -147,7 +147,7 @@ def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
 
     store = outputs.open_store(str(metadata_path(run_dir)))
     nodes = []
-    for node_id in pipeline_lib.DATA_STAGES + pipeline_lib.TRAINERS:
+    for node_id in pipeline_lib.ALL_NODES:
         node = outputs.latest_node_run(store, config.name, node_id)
         nodes.append({"node": node_id, "state": node.state if node else "NOT RUN",
                       "seconds": round(node.seconds, 1) if node else None})
@@ -162,4 +162,17 @@ def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
                 "best_epoch": metadata["best_epoch"], "epochs_run": metadata["epochs_run"],
                 "val_accuracy": metadata["val_accuracy"], "model": serving_dir,
             }
-    return {"run_dir": str(run_dir), "nodes": nodes, "models": models}
+    gate = None
+    uri = _completed_output(outputs.latest_node_run(store, config.name, pipeline_lib.MODEL_GATE), "comparison")
+    if uri:
+        comparison = json.loads(Path(uri, "comparison.json").read_text())
+        gate = {
+            "blessed": comparison["blessed"],
+            "candidate_accuracy": comparison["candidate"]["accuracy"],
+            "baseline_accuracy": comparison["baseline"]["accuracy"],
+            "mcnemar_p_value": comparison["mcnemar"]["p_value"],
+            "test_examples": comparison["candidate"]["examples"],
+            "checks": comparison["checks"],
+            "comparison": uri,
+        }
+    return {"run_dir": str(run_dir), "nodes": nodes, "models": models, "gate": gate}

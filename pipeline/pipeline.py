@@ -5,7 +5,8 @@ arguments; everything else comes from the :class:`~pipeline.config.PipelineConfi
 
 Stages built so far: CatalogueExampleGen → StatisticsGen → ImportSchemaGen (curated schema) →
 ExampleValidator → DataValidationGate → CandidateTrainer (EfficientNet-B7) and BaselineTrainer
-(VGG19). The Evaluator gate, Pusher and SHAP component are added by their own work items.
+(VGG19) → ModelGate (candidate vs baseline on the test split, blessing). TFMA's Evaluator,
+infra validation, the Pusher and the SHAP component are added by their own work items.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tfx.dsl.components.base import base_node
 
 from components.catalogue_example_gen.component import CatalogueExampleGen, fingerprint
 from components.data_gate.component import DataValidationGate
+from components.model_gate.component import ModelGate
 from pipeline.config import PipelineConfig
 
 # Node ids, used by the runners and the summaries to find each stage's outputs.
@@ -32,6 +34,8 @@ DATA_STAGES = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR, DATA_
 CANDIDATE_TRAINER = "CandidateTrainer"
 BASELINE_TRAINER = "BaselineTrainer"
 TRAINERS = (CANDIDATE_TRAINER, BASELINE_TRAINER)
+MODEL_GATE = "ModelGate"
+ALL_NODES = DATA_STAGES + TRAINERS + (MODEL_GATE,)
 # The Trainer entry point is named, not uploaded: the project is installed in the pipeline image.
 TRAINER_RUN_FN = "pipeline.trainer.run_fn.run_fn"
 
@@ -48,7 +52,7 @@ def create_pipeline(
     beam_pipeline_args: Sequence[str] = (),
     enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
-    """Builds the pipeline for ``config``: the data stages, then both Trainers.
+    """Builds the pipeline for ``config``: the data stages, both Trainers, the model gate.
 
     Args:
       config: the run's configuration; ``config.data.data_dir`` must be set (the local runner puts
@@ -67,8 +71,18 @@ def create_pipeline(
         _trainer(config, role, node_id, example_gen, schema_gen, data_gate)
         for role, node_id in (("candidate", CANDIDATE_TRAINER), ("baseline", BASELINE_TRAINER))
     ]
-    return _pipeline(config.name, pipeline_root, stages + trainers, metadata_connection_config,
-                     beam_pipeline_args, enable_cache)
+    evaluation = config.evaluation
+    model_gate = ModelGate(
+        examples=example_gen.outputs["examples"],
+        candidate=trainers[0].outputs["model"],
+        baseline=trainers[1].outputs["model"],
+        min_accuracy=evaluation.min_accuracy,
+        min_improvement=evaluation.min_improvement,
+        significance_level=evaluation.significance_level,
+        require_significance=evaluation.require_significance,
+    ).with_id(MODEL_GATE)
+    return _pipeline(config.name, pipeline_root, stages + trainers + [model_gate],
+                     metadata_connection_config, beam_pipeline_args, enable_cache)
 
 
 def create_data_pipeline(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -17,6 +20,8 @@ SMALL = [
     "--set", "candidate.weights=none", "--set", "baseline.backbone=vgg16",
     "--set", "baseline.image_size=32", "--set", "baseline.weights=none",
     "--set", "training.epochs=3",
+    # Thresholds every candidate passes: these tests check the wiring, not the models' quality.
+    "--set", "evaluation.min_accuracy=0", "--set", "evaluation.min_improvement=-1",
 ]
 
 
@@ -27,15 +32,25 @@ def small_run(tmp_path_factory):
     return root
 
 
-def _run(capsys, root):
-    status = main(["-q", "run", "--data", str(root / "data"), "--output", str(root / "run"), "--json", *SMALL])
+def _run(capsys, root, *extra):
+    status = main(["-q", "run", "--data", str(root / "data"), "--output", str(root / "run"), "--json", *SMALL, *extra])
     return status, json.loads(capsys.readouterr().out)
 
 
-def test_run_trains_both_models(small_run, capsys):
-    status, report = _run(capsys, small_run)
+@pytest.fixture(scope="module")
+def first_run(small_run):
+    """The first run's status and JSON report (later tests run the pipeline again)."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        status = main(["-q", "run", "--data", str(small_run / "data"), "--output", str(small_run / "run"),
+                       "--json", *SMALL])
+    return status, json.loads(buffer.getvalue())
+
+
+def test_run_trains_both_models(small_run, first_run):
+    status, report = first_run
     assert status == 0, report["failure"]
-    assert [n["node"] for n in report["nodes"]] == list(pipeline_lib.DATA_STAGES + pipeline_lib.TRAINERS)
+    assert [n["node"] for n in report["nodes"]] == list(pipeline_lib.ALL_NODES)
     assert all(n["state"] == "COMPLETE" for n in report["nodes"]), report["nodes"]
     assert report["models"]["candidate"]["backbone"] == "efficientnet_b0"
     assert report["models"]["baseline"]["backbone"] == "vgg16"
@@ -48,7 +63,26 @@ def test_run_trains_both_models(small_run, capsys):
         np.testing.assert_allclose(probabilities.numpy().sum(), 1.0, atol=1e-5)
 
 
-def test_second_run_is_served_from_cache(small_run, capsys):
+def test_model_gate_compares_both_models_on_the_test_split(small_run, first_run):
+    _, report = first_run
+    gate = report["gate"]
+    assert gate["blessed"] is True
+    comparison = json.loads((Path(gate["comparison"]) / "comparison.json").read_text())
+    predictions = json.loads((Path(gate["comparison"]) / "predictions.json").read_text())
+    labels = predictions["labels"]
+    truth = np.array([labels.index(t) for t in predictions["true"]])
+    for role in ("candidate", "baseline"):
+        accuracy = float((np.argmax(predictions[role], axis=1) == truth).mean())
+        assert comparison[role]["accuracy"] == pytest.approx(accuracy)
+        assert np.array(comparison[role]["confusion_matrix"]).sum() == len(truth)
+    assert len(truth) == gate["test_examples"] > 0
+    assert [c["name"] for c in comparison["checks"]] == ["accuracy_floor", "improvement_over_baseline"]
+    store = outputs.open_store(str(local_runner.metadata_path(small_run / "run")))
+    blessing = outputs.latest_node_run(store, "placedemarche", pipeline_lib.MODEL_GATE).outputs["blessing"][0]
+    assert (Path(blessing) / "BLESSED").exists()
+
+
+def test_second_run_is_served_from_cache(small_run, first_run, capsys):
     status, report = _run(capsys, small_run)
     assert status == 0
     assert all(n["state"] == "CACHED" for n in report["nodes"]), report["nodes"]
@@ -73,3 +107,15 @@ def test_missing_imagenet_weights_fail_the_trainer_with_the_file_name(small_run,
     assert "efficientnetb0_notop.h5" in report["failure"]
     states = {n["node"]: n["state"] for n in report["nodes"]}
     assert states[pipeline_lib.CANDIDATE_TRAINER] == "FAILED"
+
+
+def test_unreachable_threshold_refuses_the_candidate_without_retraining(small_run, capsys):
+    status, report = _run(capsys, small_run, "--set", "evaluation.min_improvement=1.0")
+    assert status == 0  # not blessing is a normal outcome
+    assert report["gate"]["blessed"] is False
+    failed = [c for c in report["gate"]["checks"] if not c["passed"]]
+    assert [c["name"] for c in failed] == ["improvement_over_baseline"]
+    assert "(evaluation.min_improvement)" in failed[0]["explanation"]
+    states = {n["node"]: n["state"] for n in report["nodes"]}
+    assert states[pipeline_lib.CANDIDATE_TRAINER] == states[pipeline_lib.BASELINE_TRAINER] == "CACHED"
+    assert states[pipeline_lib.MODEL_GATE] == "COMPLETE"

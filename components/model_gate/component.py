@@ -1,0 +1,67 @@
+"""ModelGate: blesses the candidate only if it beats the baseline on the held-out test split.
+
+Inputs: ``examples`` (the ingested splits), ``candidate`` and ``baseline`` (Trainer models).
+Parameters: the evaluation section of the config. Outputs: ``blessing`` (a standard
+``ModelBlessing``, so TFX's Pusher honours it) and ``comparison`` (``ModelComparison``:
+``comparison.json`` with both models' metrics, confusion matrices, McNemar and every check, and
+``predictions.json`` with each test example's probabilities from both models).
+"""
+
+from __future__ import annotations
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.artifact import Artifact
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components.model_gate import executor
+
+
+class ModelComparison(Artifact):
+    """Candidate vs baseline on the test split (``comparison.json``, ``predictions.json``)."""
+
+    TYPE_NAME = "placedemarche.ModelComparison"
+
+
+class ModelGateSpec(ComponentSpec):
+    PARAMETERS = {
+        "split": ExecutionParameter(type=str),
+        "min_accuracy": ExecutionParameter(type=float),
+        "min_improvement": ExecutionParameter(type=float),
+        "significance_level": ExecutionParameter(type=float),
+        "require_significance": ExecutionParameter(type=int),
+    }
+    INPUTS = {
+        executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        executor.CANDIDATE_KEY: ChannelParameter(type=standard_artifacts.Model),
+        executor.BASELINE_KEY: ChannelParameter(type=standard_artifacts.Model),
+    }
+    OUTPUTS = {
+        executor.BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
+        executor.COMPARISON_KEY: ChannelParameter(type=ModelComparison),
+    }
+
+
+class ModelGate(base_component.BaseComponent):
+    SPEC_CLASS = ModelGateSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(
+        self,
+        examples: types.BaseChannel,
+        candidate: types.BaseChannel,
+        baseline: types.BaseChannel,
+        min_accuracy: float,
+        min_improvement: float,
+        significance_level: float,
+        require_significance: bool,
+        split: str = "test",
+    ):
+        super().__init__(spec=ModelGateSpec(
+            examples=examples, candidate=candidate, baseline=baseline, split=split,
+            min_accuracy=min_accuracy, min_improvement=min_improvement,
+            significance_level=significance_level, require_significance=int(require_significance),
+            blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+            comparison=types.Channel(type=ModelComparison),
+        ))

@@ -1,0 +1,82 @@
+"""Executor of ModelGate: both models on the test split, the decision, a ModelBlessing.
+
+A model that is not blessed is a normal outcome (the run succeeds, nothing is pushed); errors are
+for what makes the comparison impossible (different label sets, an unknown label, no examples).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Dict, List
+
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+
+from components.model_gate import decision as decision_lib
+from components.model_gate import predict
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES_KEY = "examples"
+CANDIDATE_KEY = "candidate"
+BASELINE_KEY = "baseline"
+BLESSING_KEY = "blessing"
+COMPARISON_KEY = "comparison"
+COMPARISON_FILE = "comparison.json"
+PREDICTIONS_FILE = "predictions.json"
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
+           exec_properties: Dict[str, Any]) -> None:
+        examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
+        candidate = artifact_utils.get_single_instance(input_dict[CANDIDATE_KEY])
+        baseline = artifact_utils.get_single_instance(input_dict[BASELINE_KEY])
+        blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
+        comparison = artifact_utils.get_single_instance(output_dict[COMPARISON_KEY])
+        split = exec_properties["split"]
+        files = [os.path.join(examples.uri, f"Split-{split}", "*.gz")]
+
+        cand_dir, base_dir = predict.serving_dir(candidate.uri), predict.serving_dir(baseline.uri)
+        labels = predict.read_labels(cand_dir)
+        if predict.read_labels(base_dir) != labels:
+            raise ValueError(
+                f"candidate and baseline have different label sets ({labels} vs "
+                f"{predict.read_labels(base_dir)}): they were not trained on the same data"
+            )
+        cand_probs, truth, ids = predict.predict_examples(cand_dir, files)
+        base_probs, _, _ = predict.predict_examples(base_dir, files)
+        index = {label: i for i, label in enumerate(labels)}
+        unknown = sorted(set(truth) - set(index))
+        if unknown:
+            raise ValueError(f"test labels {unknown} are not among the models' labels {labels}")
+        y = [index[t] for t in truth]
+        decision = decision_lib.decide(
+            y, cand_probs.argmax(axis=1).tolist(), base_probs.argmax(axis=1).tolist(), labels,
+            min_accuracy=float(exec_properties["min_accuracy"]),
+            min_improvement=float(exec_properties["min_improvement"]),
+            significance_level=float(exec_properties["significance_level"]),
+            require_significance=bool(exec_properties["require_significance"]),
+        )
+        report = {"split": split, "candidate_model": cand_dir, "baseline_model": base_dir, **decision.to_dict()}
+        with open(os.path.join(comparison.uri, COMPARISON_FILE), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        with open(os.path.join(comparison.uri, PREDICTIONS_FILE), "w", encoding="utf-8") as f:
+            json.dump({"labels": labels, "uniq_id": ids, "true": truth,
+                       "candidate": cand_probs.round(6).tolist(), "baseline": base_probs.round(6).tolist()}, f)
+
+        # What TFX's Pusher reads (the same properties TFX's Evaluator writes).
+        blessing.set_int_custom_property("blessed", int(decision.blessed))
+        blessing.set_string_custom_property("current_model", candidate.uri)
+        blessing.set_int_custom_property("current_model_id", candidate.id)
+        blessing.set_string_custom_property("baseline_model", baseline.uri)
+        blessing.set_int_custom_property("baseline_model_id", baseline.id)
+        open(os.path.join(blessing.uri, "BLESSED" if decision.blessed else "NOT_BLESSED"), "w").close()
+        logger.info(
+            "candidate %.4f vs baseline %.4f on %d %s examples, McNemar p=%.4g: %s%s",
+            decision.candidate.accuracy, decision.baseline.accuracy, decision.candidate.examples, split,
+            decision.mcnemar.p_value, "BLESSED" if decision.blessed else "NOT blessed",
+            "" if decision.blessed else " (" + "; ".join(c.explanation for c in decision.failed_checks()) + ")",
+        )
