@@ -188,6 +188,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             for check in gate["checks"]:
                 print(f"  [{'pass' if check['passed'] else 'FAIL'}] {check['explanation']}")
             print(f"decision: {'BLESSED' if gate['blessed'] else 'NOT blessed'} ({gate['comparison']})")
+        if report["pushed"]:
+            print(f"pushed: version {report['pushed']['version']} -> {report['pushed']['destination']}")
+        elif report["pushed"] is not None:
+            print("pushed: nothing (the candidate was not blessed)")
         if failure:
             print(f"\nFAILED: {failure}", file=sys.stderr)
     return EXIT_OK if failure is None else EXIT_FAILED
@@ -293,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Runs the pipeline built so far on the Beam DirectRunner with a SQLite metadata store and "
             "TFX caching in RUN_DIR: ingestion and validation, then the EfficientNet-B7 candidate and "
             "the VGG19 baseline Trainers, then the model gate (both models on the test split; the "
-            "candidate is blessed only if it passes the evaluation thresholds). Prints each "
+            "candidate is blessed only if it passes the evaluation thresholds), then the push of a "
+            "blessed model into RUN_DIR/serving/<model_name>/<version>/ (serving.serving_root). Prints each "
             "component's state and time, each model's validation accuracy and the decision. Without --data it runs on the generated sample catalogue with random "
             "backbone weights allowed (ImageNet weights cannot be downloaded offline). Exit status 1 "
             "when a component failed."

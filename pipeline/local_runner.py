@@ -6,6 +6,7 @@ This module only chooses paths, the metadata store and Beam arguments; the graph
     RUN_DIR/metadata.sqlite     ML Metadata store (executions, artifacts, lineage)
     RUN_DIR/pipeline/           artifacts, one folder per component and execution
     RUN_DIR/sample-data/        the generated catalogue, when no --data was given
+    RUN_DIR/serving/<model>/<version>/   pushed models, unless serving.serving_root says otherwise
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def run(
     """
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not config.serving.serving_root:
+        config = config.replace(**{"serving.serving_root": str(run_dir / "serving")})
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(metadata_path(run_dir)))
     build = {
         "all": pipeline_lib.create_pipeline,
@@ -175,4 +178,11 @@ def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
             "checks": comparison["checks"],
             "comparison": uri,
         }
-    return {"run_dir": str(run_dir), "nodes": nodes, "models": models, "gate": gate}
+    pusher = outputs.latest_node_run(store, config.name, pipeline_lib.PUSHER)
+    pushed_uri = _completed_output(pusher, "pushed_model")
+    pushed = None
+    if pushed_uri:
+        marker = Path(pushed_uri, "PUSHED")
+        pushed = {"destination": marker.read_text().strip(),
+                  "version": int(Path(marker.read_text().strip()).name)} if marker.exists() else {}
+    return {"run_dir": str(run_dir), "nodes": nodes, "models": models, "gate": gate, "pushed": pushed}

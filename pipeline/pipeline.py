@@ -5,8 +5,9 @@ arguments; everything else comes from the :class:`~pipeline.config.PipelineConfi
 
 Stages built so far: CatalogueExampleGen → StatisticsGen → ImportSchemaGen (curated schema) →
 ExampleValidator → DataValidationGate → CandidateTrainer (EfficientNet-B7) and BaselineTrainer
-(VGG19) → ModelGate (candidate vs baseline on the test split, blessing). TFMA's Evaluator,
-infra validation, the Pusher and the SHAP component are added by their own work items.
+(VGG19) → ModelGate (candidate vs baseline on the test split, blessing) → ServingPusher (TF
+Serving layout). TFMA's Evaluator, infra validation and the SHAP component are added by their own
+work items.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tfx.dsl.components.base import base_node
 from components.catalogue_example_gen.component import CatalogueExampleGen, fingerprint
 from components.data_gate.component import DataValidationGate
 from components.model_gate.component import ModelGate
+from components.serving_pusher.component import ServingPusher
 from pipeline.config import PipelineConfig
 
 # Node ids, used by the runners and the summaries to find each stage's outputs.
@@ -35,7 +37,8 @@ CANDIDATE_TRAINER = "CandidateTrainer"
 BASELINE_TRAINER = "BaselineTrainer"
 TRAINERS = (CANDIDATE_TRAINER, BASELINE_TRAINER)
 MODEL_GATE = "ModelGate"
-ALL_NODES = DATA_STAGES + TRAINERS + (MODEL_GATE,)
+PUSHER = "ServingPusher"
+ALL_NODES = DATA_STAGES + TRAINERS + (MODEL_GATE, PUSHER)
 # The Trainer entry point is named, not uploaded: the project is installed in the pipeline image.
 TRAINER_RUN_FN = "pipeline.trainer.run_fn.run_fn"
 
@@ -63,7 +66,7 @@ def create_pipeline(
       enable_cache: reuse outputs of executions with the same inputs and parameters.
 
     Raises:
-      ValueError: ``config.data.data_dir`` is unset.
+      ValueError: ``config.data.data_dir`` or ``config.serving.serving_root`` is unset.
     """
     stages = _data_stages(config)
     example_gen, _, schema_gen, _, data_gate = stages
@@ -81,7 +84,15 @@ def create_pipeline(
         significance_level=evaluation.significance_level,
         require_significance=evaluation.require_significance,
     ).with_id(MODEL_GATE)
-    return _pipeline(config.name, pipeline_root, stages + trainers + [model_gate],
+    if not config.serving.serving_root:
+        raise ValueError("config.serving.serving_root is unset: the runner must name the push destination")
+    pusher = ServingPusher(
+        model=trainers[0].outputs["model"],
+        blessing=model_gate.outputs["blessing"],
+        serving_root=config.serving.serving_root,
+        model_name=config.serving.model_name,
+    ).with_id(PUSHER)
+    return _pipeline(config.name, pipeline_root, stages + trainers + [model_gate, pusher],
                      metadata_connection_config, beam_pipeline_args, enable_cache)
 
 

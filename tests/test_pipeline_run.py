@@ -119,3 +119,19 @@ def test_unreachable_threshold_refuses_the_candidate_without_retraining(small_ru
     states = {n["node"]: n["state"] for n in report["nodes"]}
     assert states[pipeline_lib.CANDIDATE_TRAINER] == states[pipeline_lib.BASELINE_TRAINER] == "CACHED"
     assert states[pipeline_lib.MODEL_GATE] == "COMPLETE"
+    assert report["pushed"] == {}  # the pusher ran and pushed nothing
+    versions = sorted(p.name for p in (small_run / "run" / "serving" / "product_category").iterdir())
+    assert versions == ["1"]  # only the earlier, blessed push
+
+
+def test_blessed_model_is_pushed_and_answers_as_the_gate_saw(small_run, first_run):
+    _, report = first_run
+    assert report["pushed"]["version"] == 1
+    destination = Path(report["pushed"]["destination"])
+    assert destination == small_run / "run" / "serving" / "product_category" / "1"
+    assert sorted(p.name for p in destination.parent.iterdir()) == ["1"]  # no staging left behind
+    predictions = json.loads((Path(report["gate"]["comparison"]) / "predictions.json").read_text())
+    examples = sorted((small_run / "run" / "pipeline" / "CatalogueExampleGen").glob("examples/*/Split-test/*.gz"))
+    records = [r.numpy() for r in tf.data.TFRecordDataset([str(e) for e in examples], compression_type="GZIP")]
+    served = tf.saved_model.load(str(destination)).signatures["serving_examples"](examples=tf.constant(records))
+    np.testing.assert_allclose(served["probabilities"].numpy(), np.array(predictions["candidate"]), atol=1e-5)

@@ -1,0 +1,1 @@
+"""ServingPusher: copies a blessed model into TF Serving's layout, atomically."""
