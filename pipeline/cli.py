@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Product-photo categorisation for the Place de Marche marketplace: a TFX pipeline that "
             "ingests a catalogue (CSV + images), trains an EfficientNet-B7 transfer model against a "
-            "VGG19 baseline and serves the blessed model with TensorFlow Serving."
+            "VGG19 baseline, blesses the candidate only if it beats the baseline on held-out test "
+            "pictures, and pushes it into TensorFlow Serving's model layout."
         ),
     )
     verbosity = parser.add_mutually_exclusive_group()
@@ -292,14 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="run the pipeline locally (ingestion, validation, both Trainers, the model gate)",
+        help="run the pipeline locally (ingestion, validation, both Trainers, the model gate, push)",
         description=(
             "Runs the pipeline built so far on the Beam DirectRunner with a SQLite metadata store and "
             "TFX caching in RUN_DIR: ingestion and validation, then the EfficientNet-B7 candidate and "
             "the VGG19 baseline Trainers, then the model gate (both models on the test split; the "
             "candidate is blessed only if it passes the evaluation thresholds), then the push of a "
-            "blessed model into RUN_DIR/serving/<model_name>/<version>/ (serving.serving_root). Prints each "
-            "component's state and time, each model's validation accuracy and the decision. Without --data it runs on the generated sample catalogue with random "
+            "blessed model into RUN_DIR/serving/<model_name>/<version>/ (serving.serving_root). "
+            "Prints each component's state and time, each model's validation accuracy, the decision "
+            "and the pushed version. Without --data it runs on the generated sample with random "
             "backbone weights allowed (ImageNet weights cannot be downloaded offline). Exit status 1 "
             "when a component failed."
         ),
