@@ -17,7 +17,8 @@ import keras
 
 logger = logging.getLogger(__name__)
 
-KERAS_WEIGHTS_URL = "https://storage.googleapis.com/keras-applications/"
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/keras-applications/"  # EfficientNet
+TF_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"  # the others
 
 
 def _identity(x):
@@ -49,30 +50,25 @@ REGISTRY: Dict[str, Backbone] = {
     },
     "vgg16": _entry("vgg16", _apps.VGG16, _apps.vgg16.preprocess_input,
                     "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                    KERAS_WEIGHTS_URL.replace("keras-applications/", "tensorflow/keras-applications/vgg16/")
-                    + "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+                    TF_WEIGHTS_URL + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     "vgg19": _entry("vgg19", _apps.VGG19, _apps.vgg19.preprocess_input,
                     "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                    KERAS_WEIGHTS_URL.replace("keras-applications/", "tensorflow/keras-applications/vgg19/")
-                    + "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+                    TF_WEIGHTS_URL + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     "resnet50": _entry("resnet50", _apps.ResNet50, _apps.resnet50.preprocess_input,
                        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                       KERAS_WEIGHTS_URL.replace("keras-applications/", "tensorflow/keras-applications/resnet/")
-                       + "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+                       TF_WEIGHTS_URL + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     # MobileNetV3 and ConvNeXt include their rescaling layers (include_preprocessing=True).
     "mobilenet_v3_small": _entry("mobilenet_v3_small", _apps.MobileNetV3Small, _identity,
                                  "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
-                                 KERAS_WEIGHTS_URL.replace("keras-applications/", "tensorflow/keras-applications/mobilenet_v3/")
-                                 + "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
+                                 TF_WEIGHTS_URL + "mobilenet_v3/weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
     "mobilenet_v3_large": _entry("mobilenet_v3_large", _apps.MobileNetV3Large, _identity,
                                  "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
-                                 KERAS_WEIGHTS_URL.replace("keras-applications/", "tensorflow/keras-applications/mobilenet_v3/")
-                                 + "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5"),
+                                 TF_WEIGHTS_URL + "mobilenet_v3/weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5"),
     **{
         f"convnext_{size}": _entry(
             f"convnext_{size}", getattr(_apps, f"ConvNeXt{size.title()}"), _identity,
             f"convnext_{size}_notop.h5",
-            "https://storage.googleapis.com/tensorflow/keras-applications/convnext/" + f"convnext_{size}_notop.h5",
+            TF_WEIGHTS_URL + f"convnext/convnext_{size}_notop.h5",
         )
         for size in ("tiny", "small", "base")
     },
