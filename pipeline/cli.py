@@ -210,10 +210,11 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     except local_runner.PipelineFailed as e:
         raise UserError(f"ingestion failed, no schema written: {e}") from e
     store = outputs.open_store(str(local_runner.metadata_path(run_dir)))
-    name = f"{cfg.name}-statistics"
+    name = pipeline_lib.statistics_pipeline_name(cfg)
     stats_run = outputs.latest_node_run(store, name, pipeline_lib.STATISTICS_GEN)
     gen_run = outputs.latest_node_run(store, name, pipeline_lib.EXAMPLE_GEN)
-    summary = json.loads(open(os.path.join(gen_run.outputs["quarantine"][0], eg_artifacts.SUMMARY_FILE)).read())
+    with open(os.path.join(gen_run.outputs["quarantine"][0], eg_artifacts.SUMMARY_FILE), encoding="utf-8") as f:
+        summary = json.load(f)
     train = statistics_pb2.DatasetFeatureStatisticsList(
         datasets=[anomalies_lib.read_statistics(stats_run.outputs["statistics"][0], "train")]
     )

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from tfx import v1 as tfx
 
 from components.catalogue_example_gen import artifacts as eg_artifacts
+from components.catalogue_example_gen import catalogue
+from components.model_gate import executor as gate_executor
+from components.model_gate import predict
 from components.data_gate import anomalies as anomalies_lib
 from pipeline import outputs
 from pipeline import pipeline as pipeline_lib
@@ -123,7 +125,7 @@ def ingestion_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
     validator = outputs.latest_node_run(store, config.name, pipeline_lib.EXAMPLE_VALIDATOR)
     anomalies_uri = _completed_output(validator, "anomalies")
     if anomalies_uri:
-        report["anomalies"] = [f.to_dict() for f in anomalies_lib.read_anomalies(anomalies_uri, ("train", "eval", "test"))]
+        report["anomalies"] = [f.to_dict() for f in anomalies_lib.read_anomalies(anomalies_uri, catalogue.SPLITS)]
         report["artifacts"]["anomalies"] = anomalies_uri
     else:
         report["anomalies"] = None
@@ -158,7 +160,7 @@ def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
     for role, node_id in zip(("candidate", "baseline"), pipeline_lib.TRAINERS):
         uri = _completed_output(outputs.latest_node_run(store, config.name, node_id), "model")
         if uri:
-            serving_dir = os.path.join(uri, "Format-Serving")
+            serving_dir = predict.serving_dir(uri)
             metadata = export_lib.read_metadata(serving_dir)
             models[role] = {
                 "backbone": metadata["backbone"], "weights": metadata["weights"],
@@ -168,7 +170,7 @@ def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
     gate = None
     uri = _completed_output(outputs.latest_node_run(store, config.name, pipeline_lib.MODEL_GATE), "comparison")
     if uri:
-        comparison = json.loads(Path(uri, "comparison.json").read_text())
+        comparison = json.loads(Path(uri, gate_executor.COMPARISON_FILE).read_text())
         gate = {
             "blessed": comparison["blessed"],
             "candidate_accuracy": comparison["candidate"]["accuracy"],
@@ -182,7 +184,7 @@ def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
     pushed_uri = _completed_output(pusher, "pushed_model")
     pushed = None
     if pushed_uri:
-        marker = Path(pushed_uri, "PUSHED")
-        pushed = {"destination": marker.read_text().strip(),
-                  "version": int(Path(marker.read_text().strip()).name)} if marker.exists() else {}
+        marker = Path(pushed_uri, "PUSHED")  # written only when something was pushed
+        destination = marker.read_text().strip() if marker.exists() else ""
+        pushed = {"destination": destination, "version": int(Path(destination).name)} if destination else {}
     return {"run_dir": str(run_dir), "nodes": nodes, "models": models, "gate": gate, "pushed": pushed}

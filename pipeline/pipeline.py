@@ -115,8 +115,13 @@ def create_statistics_pipeline(
     beam_pipeline_args: Sequence[str] = (),
 ) -> tfx.dsl.Pipeline:
     """Ingestion and statistics only: what ``placedemarche schema`` infers a new schema from."""
-    return _pipeline(f"{config.name}-statistics", pipeline_root, list(_ingestion(config)),
+    return _pipeline(statistics_pipeline_name(config), pipeline_root, list(_ingestion(config)),
                      metadata_connection_config, beam_pipeline_args, True)
+
+
+def statistics_pipeline_name(config: PipelineConfig) -> str:
+    """The name :func:`create_statistics_pipeline` runs under (its metadata contexts use it)."""
+    return f"{config.name}-statistics"
 
 
 def _pipeline(name, root, components, connection, beam_args, enable_cache) -> tfx.dsl.Pipeline:

@@ -194,3 +194,18 @@ def test_real_flipkart_sample(flipkart_dir, tmp_path, capsys):
     assert len(report["labels"]) == 7
     assert report["anomalies"] == []
     assert report["data_validation"] == "passed"
+
+
+def test_schema_command_regenerates_a_curated_schema(defect_sample, tmp_path, capsys):
+    out = tmp_path / "schema.pbtxt"
+    status = main(["-q", "schema", "--data", str(defect_sample), "--output", str(out),
+                   "--work-dir", str(tmp_path / "work"), *LENIENT])
+    assert status == 0, capsys.readouterr().err
+    schema = schema_pb2.Schema()
+    text_format.Parse(out.read_text(), schema)
+    domain = next(d for d in schema.string_domain if d.name == "label")
+    assert sorted(domain.value) == sorted(c.name for c in sample_data.CATEGORIES)
+    features = {f.name: f for f in schema.feature}
+    assert features["image_bytes"].presence.min_fraction == 1.0
+    assert features["brand"].presence.min_fraction == 0.0
+    assert not features["brand"].HasField("domain")

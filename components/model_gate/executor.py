@@ -40,11 +40,11 @@ class Executor(base_executor.BaseExecutor):
         files = [os.path.join(examples.uri, f"Split-{split}", "*.gz")]
 
         cand_dir, base_dir = predict.serving_dir(candidate.uri), predict.serving_dir(baseline.uri)
-        labels = predict.read_labels(cand_dir)
-        if predict.read_labels(base_dir) != labels:
+        labels, baseline_labels = predict.read_labels(cand_dir), predict.read_labels(base_dir)
+        if baseline_labels != labels:
             raise ValueError(
-                f"candidate and baseline have different label sets ({labels} vs "
-                f"{predict.read_labels(base_dir)}): they were not trained on the same data"
+                f"candidate and baseline have different label sets ({labels} vs {baseline_labels}): "
+                "they were not trained on the same data"
             )
         cand_probs, truth, ids = predict.predict_examples(cand_dir, files)
         base_probs, _, _ = predict.predict_examples(base_dir, files)
