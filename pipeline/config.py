@@ -126,6 +126,12 @@ class ModelConfig:
     augmentation: bool = _field(
         False, "In-model random flip / rotation / zoom while training"
     )
+    epochs: Optional[int] = _field(
+        None,
+        "Overrides training.epochs for this model only (0: the untrained head, a known-weak model "
+        "for checking the gate); unset: training.epochs",
+        min=0,
+    )
     augmented_views: int = _field(
         2,
         "With augmentation: views per training image whose features are cached (the first is the "
@@ -175,7 +181,21 @@ class EvaluationConfig:
         False, "Also require McNemar p-value below significance_level to bless"
     )
     latency_budget_ms: float = _field(
-        2000.0, "Infra validation: the largest allowed latency of one warm-up request", min=0.0
+        2000.0,
+        "Infra validation: the largest allowed latency of one warm-up request (batches of up to 8)",
+        min=0.0,
+    )
+    infra_validator: str = _field(
+        "local",
+        "Infra validation: 'local' (a separate process loads the model as TF Serving does; no Docker "
+        "needed), or TFX's InfraValidator with the real TF Serving image on 'docker' or 'kubernetes'",
+        choices=("local", "docker", "kubernetes"),
+    )
+    infra_examples: int = _field(
+        8, "Infra validation: test examples turned into warm-up requests", min=1, max=500
+    )
+    infra_timeout_seconds: int = _field(
+        600, "Infra validation: time allowed to load the model and answer every request", min=1
     )
 
 

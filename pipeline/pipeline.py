@@ -5,9 +5,10 @@ arguments; everything else comes from the :class:`~pipeline.config.PipelineConfi
 
 Stages built so far: CatalogueExampleGen → StatisticsGen → ImportSchemaGen (curated schema) →
 ExampleValidator → DataValidationGate → CandidateTrainer (EfficientNet-B7) and BaselineTrainer
-(VGG19) → ModelGate (candidate vs baseline on the test split, blessing) → ServingPusher (TF
-Serving layout). TFMA's Evaluator, infra validation and the SHAP component are added by their own
-work items.
+(VGG19) → Evaluator (TFMA, both models on the test split, thresholds) → ModelGate (McNemar, the
+blessing) and InfraValidator (the candidate loaded and queried as TF Serving would) →
+ServingPusher (TF Serving layout, blessed and infra-validated models only). The SHAP component is
+added by its own work item.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from tfx.dsl.components.base import base_node
 
 from components.catalogue_example_gen.component import CatalogueExampleGen, fingerprint
 from components.data_gate.component import DataValidationGate
+from components.infra_validator.component import LocalInfraValidator
+from components.model_gate import tfma_eval
 from components.model_gate.component import ModelGate
 from components.serving_pusher.component import ServingPusher
 from pipeline.config import PipelineConfig
@@ -36,9 +39,13 @@ DATA_STAGES = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR, DATA_
 CANDIDATE_TRAINER = "CandidateTrainer"
 BASELINE_TRAINER = "BaselineTrainer"
 TRAINERS = (CANDIDATE_TRAINER, BASELINE_TRAINER)
+EVALUATOR = "Evaluator"
 MODEL_GATE = "ModelGate"
+INFRA_VALIDATOR = "InfraValidator"
 PUSHER = "ServingPusher"
-ALL_NODES = DATA_STAGES + TRAINERS + (MODEL_GATE, PUSHER)
+ALL_NODES = DATA_STAGES + TRAINERS + (EVALUATOR, MODEL_GATE, INFRA_VALIDATOR, PUSHER)
+# The TF Serving release matching the TF the models are exported with (TFX InfraValidator option).
+TF_SERVING_TAG = "2.16.1"
 # The Trainer entry point is named, not uploaded: the project is installed in the pipeline image.
 TRAINER_RUN_FN = "pipeline.trainer.run_fn.run_fn"
 
@@ -75,25 +82,87 @@ def create_pipeline(
         for role, node_id in (("candidate", CANDIDATE_TRAINER), ("baseline", BASELINE_TRAINER))
     ]
     evaluation = config.evaluation
+    examples = example_gen.outputs["examples"]
+    candidate, baseline = (t.outputs["model"] for t in trainers)
+    labels = label_vocabulary(config.data.schema_file or default_schema_file())
+    evaluator = tfx.components.Evaluator(
+        examples=examples,
+        model=candidate,
+        baseline_model=baseline,
+        example_splits=["test"],
+        eval_config=tfma_eval.eval_config(len(labels), evaluation.min_accuracy, evaluation.min_improvement),
+    ).with_id(EVALUATOR)
     model_gate = ModelGate(
-        examples=example_gen.outputs["examples"],
-        candidate=trainers[0].outputs["model"],
-        baseline=trainers[1].outputs["model"],
+        examples=examples,
+        candidate=candidate,
+        baseline=baseline,
+        evaluation=evaluator.outputs["evaluation"],
+        evaluator_blessing=evaluator.outputs["blessing"],
         min_accuracy=evaluation.min_accuracy,
         min_improvement=evaluation.min_improvement,
         significance_level=evaluation.significance_level,
         require_significance=evaluation.require_significance,
     ).with_id(MODEL_GATE)
+    infra_validator = _infra_validator(config, candidate, examples)
     if not config.serving.serving_root:
         raise ValueError("config.serving.serving_root is unset: the runner must name the push destination")
     pusher = ServingPusher(
-        model=trainers[0].outputs["model"],
+        model=candidate,
         blessing=model_gate.outputs["blessing"],
+        infra_blessing=infra_validator.outputs["blessing"],
         serving_root=config.serving.serving_root,
         model_name=config.serving.model_name,
     ).with_id(PUSHER)
-    return _pipeline(config.name, pipeline_root, stages + trainers + [model_gate, pusher],
+    return _pipeline(config.name, pipeline_root,
+                     stages + trainers + [evaluator, model_gate, infra_validator, pusher],
                      metadata_connection_config, beam_pipeline_args, enable_cache)
+
+
+def label_vocabulary(schema_file: str) -> List[str]:
+    """The label domain of the curated schema: the Trainers' output classes, in order."""
+    from tensorflow_data_validation import load_schema_text
+
+    schema = load_schema_text(schema_file)
+    for feature in schema.feature:
+        if feature.name == "label" and feature.domain:
+            for domain in schema.string_domain:
+                if domain.name == feature.domain:
+                    return list(domain.value)
+    raise ValueError(f"the schema {schema_file} has no string domain for 'label': run 'placedemarche schema'")
+
+
+def _infra_validator(config: PipelineConfig, model, examples) -> base_node.BaseNode:
+    """The local probe, or TFX's InfraValidator with the TF Serving image where Docker or a cluster is."""
+    evaluation = config.evaluation
+    if evaluation.infra_validator == "local":
+        return LocalInfraValidator(
+            model=model, examples=examples, model_name=config.serving.model_name,
+            latency_budget_ms=evaluation.latency_budget_ms, num_examples=evaluation.infra_examples,
+            timeout_seconds=evaluation.infra_timeout_seconds,
+        ).with_id(INFRA_VALIDATOR)
+    platform = (
+        {"local_docker": tfx.proto.LocalDockerConfig()} if evaluation.infra_validator == "docker"
+        else {"kubernetes": tfx.proto.KubernetesConfig()}
+    )
+    return tfx.components.InfraValidator(
+        model=model,
+        examples=examples,
+        serving_spec=tfx.proto.ServingSpec(
+            tensorflow_serving=tfx.proto.TensorFlowServing(tags=[TF_SERVING_TAG]),
+            model_name=config.serving.model_name,
+            **platform,
+        ),
+        # TFX builds the requests from serialized examples: the tf.Example signature.
+        request_spec=tfx.proto.RequestSpec(
+            tensorflow_serving=tfx.proto.TensorFlowServingRequestSpec(signature_names=[tfma_eval.SIGNATURE]),
+            split_name="test",
+            num_examples=evaluation.infra_examples,
+            make_warmup=True,
+        ),
+        validation_spec=tfx.proto.ValidationSpec(
+            max_loading_time_seconds=evaluation.infra_timeout_seconds, num_tries=3
+        ),
+    ).with_id(INFRA_VALIDATOR)
 
 
 def create_data_pipeline(

@@ -1,6 +1,7 @@
 """ModelGate: blesses the candidate only if it beats the baseline on the held-out test split.
 
-Inputs: ``examples`` (the ingested splits), ``candidate`` and ``baseline`` (Trainer models).
+Inputs: ``examples`` (the ingested splits), ``candidate`` and ``baseline`` (Trainer models), and
+TFX Evaluator's ``evaluation`` and ``evaluator_blessing`` (TFMA's metrics and thresholds).
 Parameters: the evaluation section of the config. Outputs: ``blessing`` (a standard
 ``ModelBlessing``, so TFX's Pusher honours it) and ``comparison`` (``ModelComparison``:
 ``comparison.json`` with both models' metrics, confusion matrices, McNemar and every check, and
@@ -8,6 +9,8 @@ Parameters: the evaluation section of the config. Outputs: ``blessing`` (a stand
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
@@ -36,6 +39,9 @@ class ModelGateSpec(ComponentSpec):
         executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
         executor.CANDIDATE_KEY: ChannelParameter(type=standard_artifacts.Model),
         executor.BASELINE_KEY: ChannelParameter(type=standard_artifacts.Model),
+        # TFX Evaluator's outputs; optional so the gate can run where no Evaluator is wired.
+        executor.EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
+        executor.EVALUATOR_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing, optional=True),
     }
     OUTPUTS = {
         executor.BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
@@ -57,9 +63,12 @@ class ModelGate(base_component.BaseComponent):
         significance_level: float,
         require_significance: bool,
         split: str = "test",
+        evaluation: Optional[types.BaseChannel] = None,
+        evaluator_blessing: Optional[types.BaseChannel] = None,
     ):
         super().__init__(spec=ModelGateSpec(
             examples=examples, candidate=candidate, baseline=baseline, split=split,
+            evaluation=evaluation, evaluator_blessing=evaluator_blessing,
             min_accuracy=min_accuracy, min_improvement=min_improvement,
             significance_level=significance_level, require_significance=int(require_significance),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),

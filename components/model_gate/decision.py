@@ -121,6 +121,13 @@ def mcnemar(y_true: Sequence[int], candidate_pred: Sequence[int], baseline_pred:
     return McNemar(b, c, float(math.erfc(math.sqrt(statistic / 2))), "chi-squared, continuity corrected")
 
 
+def with_check(decision: Decision, check: Check) -> Decision:
+    """``decision`` with one more check (the blessing then also needs it to pass)."""
+    checks = [*decision.checks, check]
+    return Decision(all(c.passed for c in checks), checks, decision.candidate, decision.baseline,
+                    decision.mcnemar, decision.labels)
+
+
 def decide(
     y_true: Sequence[int],
     candidate_pred: Sequence[int],

@@ -1,6 +1,10 @@
 """Executor of ModelGate: both models on the test split, the decision, a ModelBlessing.
 
-A model that is not blessed is a normal outcome (the run succeeds, nothing is pushed); errors are
+TFX's Evaluator (TFMA) has already computed both models' metrics and checked the thresholds. This
+executor runs both models once more on the same test examples to get the per-example outcomes that
+McNemar's paired test needs, checks that its accuracies agree with TFMA's (a disagreement means the
+two did not evaluate the same thing, and fails the run), and blesses only when TFMA blessed and
+every check here passes. A model that is not blessed is a normal outcome (the run succeeds, nothing is pushed); errors are
 for what makes the comparison impossible (different label sets, an unknown label, no examples).
 """
 
@@ -16,12 +20,15 @@ from tfx.types import artifact_utils
 
 from components.model_gate import decision as decision_lib
 from components.model_gate import predict
+from components.model_gate import tfma_eval
 
 logger = logging.getLogger(__name__)
 
 EXAMPLES_KEY = "examples"
 CANDIDATE_KEY = "candidate"
 BASELINE_KEY = "baseline"
+EVALUATION_KEY = "evaluation"
+EVALUATOR_BLESSING_KEY = "evaluator_blessing"
 BLESSING_KEY = "blessing"
 COMPARISON_KEY = "comparison"
 COMPARISON_FILE = "comparison.json"
@@ -60,7 +67,15 @@ class Executor(base_executor.BaseExecutor):
             significance_level=float(exec_properties["significance_level"]),
             require_significance=bool(exec_properties["require_significance"]),
         )
-        report = {"split": split, "candidate_model": cand_dir, "baseline_model": base_dir, **decision.to_dict()}
+        tfma_results = self._tfma_results(input_dict, labels, decision)
+        if tfma_results is not None:
+            decision = decision_lib.with_check(decision, decision_lib.Check(
+                "tfma_evaluator", float(tfma_results["validation_ok"]), 1.0, tfma_results["validation_ok"],
+                "TFX Evaluator (TFMA) thresholds: " + (
+                    "all passed" if tfma_results["validation_ok"] else "; ".join(tfma_results["failures"])),
+            ))
+        report = {"split": split, "candidate_model": cand_dir, "baseline_model": base_dir, **decision.to_dict(),
+                  "tfma": tfma_results}
         with open(os.path.join(comparison.uri, COMPARISON_FILE), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
         with open(os.path.join(comparison.uri, PREDICTIONS_FILE), "w", encoding="utf-8") as f:
@@ -80,3 +95,24 @@ class Executor(base_executor.BaseExecutor):
             decision.mcnemar.p_value, "BLESSED" if decision.blessed else "NOT blessed",
             "" if decision.blessed else " (" + "; ".join(c.explanation for c in decision.failed_checks()) + ")",
         )
+
+    @staticmethod
+    def _tfma_results(input_dict, labels, decision):
+        """The Evaluator's metrics and validation, checked against this gate's own accuracies."""
+        if not input_dict.get(EVALUATION_KEY):
+            return None
+        evaluation = artifact_utils.get_single_instance(input_dict[EVALUATION_KEY])
+        results = tfma_eval.read_results(evaluation.uri, labels)
+        for role, mine in (("candidate", decision.candidate), ("baseline", decision.baseline)):
+            theirs = results[role]
+            if theirs.get("examples") != mine.examples or abs(theirs.get("accuracy", -1.0) - mine.accuracy) > 1e-6:
+                raise RuntimeError(
+                    f"TFMA and the gate disagree on the {role}: accuracy {theirs.get('accuracy')} on "
+                    f"{theirs.get('examples')} examples vs {mine.accuracy} on {mine.examples}; they must "
+                    f"evaluate the same model on the same split (Evaluator output: {evaluation.uri})"
+                )
+        if input_dict.get(EVALUATOR_BLESSING_KEY):
+            blessing = artifact_utils.get_single_instance(input_dict[EVALUATOR_BLESSING_KEY])
+            results["evaluator_blessed"] = bool(blessing.get_int_custom_property("blessed"))
+        results["evaluation_uri"] = evaluation.uri
+        return results

@@ -4,7 +4,9 @@ Decoding, resizing and the backbone's own preprocessing are inside the graph, so
 exactly what a seller uploads. Signatures:
 
 - ``serving_default``: ``images`` (a batch of encoded image bytes) → ``probabilities``
-  ``[batch, classes]``, ``label`` (top label), ``score`` (its probability);
+  ``[batch, classes]``, ``label`` (top label), ``score`` (its probability), and ``scores`` /
+  ``classes`` (the probabilities again and the label vocabulary per row: TF Serving's classification
+  output names, from which TFMA maps string labels to class ids);
 - ``serving_examples``: ``examples`` (serialized ``tf.Example`` with ``image_bytes``) → the same, for
   the Evaluator and TF Serving warm-up requests.
 
@@ -49,6 +51,10 @@ class ImageClassifier(tf.Module):
             "probabilities": probabilities,
             "label": tf.gather(self.labels, top),
             "score": tf.reduce_max(probabilities, axis=-1),
+            # TF Serving's classification names: TFMA reads the label vocabulary from ``classes``
+            # next to ``scores``, so string labels in the examples need no mapping.
+            "scores": probabilities,
+            "classes": tf.tile(self.labels[tf.newaxis, :], [tf.shape(images)[0], 1]),
         }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])

@@ -46,6 +46,8 @@ class TrainSpec:
     @classmethod
     def from_dicts(cls, model: Dict, training: Dict) -> "TrainSpec":
         merged = {**model, **training}
+        if model.get("epochs") is not None:  # the model's own override
+            merged["epochs"] = model["epochs"]
         return cls(**{k: merged[k] for k in cls.__dataclass_fields__})
 
 

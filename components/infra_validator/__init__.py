@@ -1,0 +1,1 @@
+"""InfraValidator without Docker: the candidate loaded in a separate process, warm-up requests replayed."""
