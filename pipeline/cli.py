@@ -188,13 +188,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
             for check in gate["checks"]:
                 print(f"  [{'pass' if check['passed'] else 'FAIL'}] {check['explanation']}")
             print(f"decision: {'BLESSED' if gate['blessed'] else 'NOT blessed'} ({gate['comparison']})")
-        if report["pushed"]:
-            print(f"pushed: version {report['pushed']['version']} -> {report['pushed']['destination']}")
-        elif report["pushed"] is not None:
-            print("pushed: nothing (the candidate was not blessed)")
+        pushed = report["pushed"]
+        if pushed and "version" in pushed:
+            print(f"pushed: version {pushed['version']} -> {pushed['destination']}")
+        elif pushed is not None:
+            print(f"pushed: nothing ({pushed['reason']})")
+        if report["gate"]:
+            print(f"review: placedemarche review --output {run_dir}")
         if failure:
             print(f"\nFAILED: {failure}", file=sys.stderr)
     return EXIT_OK if failure is None else EXIT_FAILED
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    from pipeline import review as review_lib
+
+    cfg = config_lib.load_config(args.config, args.overrides)
+    run_dir = os.path.abspath(args.output)
+    try:
+        review = review_lib.gather(cfg, run_dir)
+    except review_lib.ReviewError as e:
+        raise UserError(str(e)) from e
+    review["html"] = review_lib.write_html(review, args.html)
+    print(review_lib.to_json(review) if args.json else review_lib.render_text(review))
+    return EXIT_OK
+
+
+def _cmd_override(args: argparse.Namespace) -> int:
+    from pipeline import review as review_lib
+
+    cfg = config_lib.load_config(args.config, args.overrides)
+    action = review_lib.PUSH if args.push else review_lib.ROLLBACK
+    try:
+        record = review_lib.record_override(cfg, os.path.abspath(args.output), action, args.reason,
+                                            user=args.user, rollback_to=args.rollback_to)
+    except review_lib.ReviewError as e:
+        raise UserError(str(e)) from e
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(f"{record['action']} by {record['user']}: {record['source']} is now version "
+              f"{record['served_version']} ({record['destination']}); recorded in the metadata store")
+    return EXIT_OK
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -309,6 +344,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_arguments(p)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "review",
+        help="why the candidate was or was not blessed: metrics, thresholds, push, overrides",
+        description=(
+            "Shows the latest evaluation of RUN_DIR: candidate and baseline side by side on the test "
+            "split (overall and per category, from the TFX Evaluator), both confusion matrices, every "
+            "threshold with its value and pass/fail, McNemar's p-value, infra validation, the "
+            "decision, the pushed version and reviewer overrides. Also writes a self-contained HTML "
+            "report with the plots (default RUN_DIR/review/index.html)."
+        ),
+    )
+    p.add_argument("--output", required=True, metavar="RUN_DIR", help="the run folder to review")
+    p.add_argument("--json", action="store_true", help="print the review as JSON")
+    p.add_argument("--html", metavar="FILE", help="where to write the HTML report")
+    _add_config_arguments(p)
+    p.set_defaults(func=_cmd_review)
+
+    p = sub.add_parser(
+        "override",
+        help="a reviewer's decision: push a model that was not blessed, or roll the served version back",
+        description=(
+            "Publishes the run's candidate as the next served version although it was not blessed "
+            "(--push), or publishes an earlier version's content again as the next version "
+            "(--rollback-to N; TF Serving serves the highest version, nothing is deleted). The "
+            "decision, who took it and why are stored in RUN_DIR's metadata store and shown by "
+            "'placedemarche review'."
+        ),
+    )
+    p.add_argument("--output", required=True, metavar="RUN_DIR", help="the run folder")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--push", action="store_true", help="push the run's candidate")
+    what.add_argument("--rollback-to", type=int, metavar="VERSION", help="serve this earlier version again")
+    p.add_argument("--reason", required=True, help="why (stored with the decision)")
+    p.add_argument("--user", help="who decides (default: $USER)")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
+    _add_config_arguments(p)
+    p.set_defaults(func=_cmd_override)
 
     p = sub.add_parser(
         "schema",

@@ -22,6 +22,7 @@ from components.catalogue_example_gen import artifacts as eg_artifacts
 from components.catalogue_example_gen import catalogue
 from components.model_gate import executor as gate_executor
 from components.model_gate import predict
+from components.serving_pusher import executor as pusher_executor
 from components.data_gate import anomalies as anomalies_lib
 from pipeline import outputs
 from pipeline import pipeline as pipeline_lib
@@ -185,6 +186,8 @@ def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
     pushed = None
     if pushed_uri:
         marker = Path(pushed_uri, "PUSHED")  # written only when something was pushed
+        not_pushed = Path(pushed_uri, pusher_executor.NOT_PUSHED_FILE)
         destination = marker.read_text().strip() if marker.exists() else ""
-        pushed = {"destination": destination, "version": int(Path(destination).name)} if destination else {}
+        pushed = {"destination": destination, "version": int(Path(destination).name)} if destination else {
+            "reason": not_pushed.read_text().strip() if not_pushed.exists() else "not blessed"}
     return {"run_dir": str(run_dir), "nodes": nodes, "models": models, "gate": gate, "pushed": pushed}

@@ -36,5 +36,18 @@ fi
 .venv/bin/python -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e . >>"$log" 2>&1 \
   || { tail -n 40 "$log" >&2; exit 1; }
 .venv/bin/python -m pip check
+
+# Headless Chromium for the test that renders the review's HTML report (Debian package 'chromium').
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "install: installing Debian's chromium (headless browser for the HTML report test)"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >>"$log" 2>&1; then
+      apt-get update -q >>"$log" 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >>"$log" 2>&1 \
+        || echo "install: WARNING: chromium could not be installed; the HTML report test will be skipped" >&2
+    fi
+  else
+    echo "install: note: no chromium and no root apt-get; the HTML report test will be skipped" >&2
+  fi
+fi
 echo "install: done in $(( $(date +%s) - start )) s; .venv is $(du -sh .venv | cut -f1)"
 echo "install: run the tests with: .venv/bin/python -m pytest"

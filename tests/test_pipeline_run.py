@@ -76,7 +76,12 @@ def test_model_gate_compares_both_models_on_the_test_split(small_run, first_run)
         assert comparison[role]["accuracy"] == pytest.approx(accuracy)
         assert np.array(comparison[role]["confusion_matrix"]).sum() == len(truth)
     assert len(truth) == gate["test_examples"] > 0
-    assert [c["name"] for c in comparison["checks"]] == ["accuracy_floor", "improvement_over_baseline"]
+    assert [c["name"] for c in comparison["checks"]] == ["accuracy_floor", "improvement_over_baseline", "tfma_evaluator"]
+    # TFX's Evaluator saw the same: TFMA's accuracy and confusion matrix equal the gate's.
+    for role in ("candidate", "baseline"):
+        assert comparison["tfma"][role]["accuracy"] == pytest.approx(comparison[role]["accuracy"], abs=1e-6)
+        assert comparison["tfma"][role]["confusion_matrix"] == comparison[role]["confusion_matrix"]
+    assert comparison["tfma"]["validation_ok"] and comparison["tfma"]["evaluator_blessed"]
     store = outputs.open_store(str(local_runner.metadata_path(small_run / "run")))
     blessing = outputs.latest_node_run(store, "placedemarche", pipeline_lib.MODEL_GATE).outputs["blessing"][0]
     assert (Path(blessing) / "BLESSED").exists()
@@ -114,12 +119,14 @@ def test_unreachable_threshold_refuses_the_candidate_without_retraining(small_ru
     assert status == 0  # not blessing is a normal outcome
     assert report["gate"]["blessed"] is False
     failed = [c for c in report["gate"]["checks"] if not c["passed"]]
-    assert [c["name"] for c in failed] == ["improvement_over_baseline"]
+    # The gate's own check and TFMA's change threshold both refuse it.
+    assert [c["name"] for c in failed] == ["improvement_over_baseline", "tfma_evaluator"]
     assert "(evaluation.min_improvement)" in failed[0]["explanation"]
+    assert "accuracy change vs baseline" in failed[1]["explanation"] and "+1.0000" in failed[1]["explanation"]
     states = {n["node"]: n["state"] for n in report["nodes"]}
     assert states[pipeline_lib.CANDIDATE_TRAINER] == states[pipeline_lib.BASELINE_TRAINER] == "CACHED"
-    assert states[pipeline_lib.MODEL_GATE] == "COMPLETE"
-    assert report["pushed"] == {}  # the pusher ran and pushed nothing
+    assert states[pipeline_lib.MODEL_GATE] == states[pipeline_lib.EVALUATOR] == "COMPLETE"
+    assert report["pushed"] == {"reason": "the model gate did not bless the candidate"}
     versions = sorted(p.name for p in (small_run / "run" / "serving" / "product_category").iterdir())
     assert versions == ["1"]  # only the earlier, blessed push
 
@@ -135,3 +142,5 @@ def test_blessed_model_is_pushed_and_answers_as_the_gate_saw(small_run, first_ru
     records = [r.numpy() for r in tf.data.TFRecordDataset([str(e) for e in examples], compression_type="GZIP")]
     served = tf.saved_model.load(str(destination)).signatures["serving_examples"](examples=tf.constant(records))
     np.testing.assert_allclose(served["probabilities"].numpy(), np.array(predictions["candidate"]), atol=1e-5)
+    # What was pushed is the infra-validated copy: it carries TF Serving's warm-up requests.
+    assert (destination / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0

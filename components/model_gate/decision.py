@@ -80,6 +80,18 @@ def model_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence
         raise ValueError(f"class indices must be in 0..{n - 1} ({n} labels)")
     matrix = np.zeros((n, n), dtype=int)
     np.add.at(matrix, (t, p), 1)
+    return metrics_from_confusion(matrix, labels)
+
+
+def metrics_from_confusion(matrix, labels: Sequence[str]) -> ModelMetrics:
+    """The same metrics from a confusion matrix (rows: true, columns: predicted, ``labels`` order).
+
+    Macro F1 averages the categories present in the test split (support > 0).
+    """
+    matrix = np.asarray(matrix, dtype=int)
+    if matrix.shape != (len(labels), len(labels)) or matrix.sum() == 0:
+        raise ValueError(f"a {len(labels)} x {len(labels)} confusion matrix with examples is needed, "
+                         f"got shape {list(matrix.shape)} with {int(matrix.sum())} examples")
     per_category: Dict[str, Dict[str, float]] = {}
     f1s = []
     for i, label in enumerate(labels):
@@ -94,11 +106,11 @@ def model_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence
         if support:
             f1s.append(f1)
     return ModelMetrics(
-        accuracy=float((t == p).mean()),
+        accuracy=float(np.trace(matrix) / matrix.sum()),
         macro_f1=float(np.mean(f1s)) if f1s else 0.0,
         per_category=per_category,
         confusion_matrix=matrix.tolist(),
-        examples=int(t.size),
+        examples=int(matrix.sum()),
     )
 
 

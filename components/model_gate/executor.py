@@ -105,11 +105,14 @@ class Executor(base_executor.BaseExecutor):
         results = tfma_eval.read_results(evaluation.uri, labels)
         for role, mine in (("candidate", decision.candidate), ("baseline", decision.baseline)):
             theirs = results[role]
-            if theirs.get("examples") != mine.examples or abs(theirs.get("accuracy", -1.0) - mine.accuracy) > 1e-6:
+            if (theirs.get("examples") != mine.examples or theirs.get("accuracy") is None
+                    or abs(theirs["accuracy"] - mine.accuracy) > 1e-6
+                    or theirs["confusion_matrix"] != mine.confusion_matrix):
                 raise RuntimeError(
                     f"TFMA and the gate disagree on the {role}: accuracy {theirs.get('accuracy')} on "
-                    f"{theirs.get('examples')} examples vs {mine.accuracy} on {mine.examples}; they must "
-                    f"evaluate the same model on the same split (Evaluator output: {evaluation.uri})"
+                    f"{theirs.get('examples')} examples vs {mine.accuracy} on {mine.examples} (confusion "
+                    f"matrices {'equal' if theirs['confusion_matrix'] == mine.confusion_matrix else 'differ'}); "
+                    f"they must evaluate the same model on the same split (Evaluator output: {evaluation.uri})"
                 )
         if input_dict.get(EVALUATOR_BLESSING_KEY):
             blessing = artifact_utils.get_single_instance(input_dict[EVALUATOR_BLESSING_KEY])

@@ -5,19 +5,24 @@ signature. The label in the examples is a string; the models also output TF Serv
 classification names ``scores`` and ``classes`` (the label vocabulary), from which TFMA maps each
 string label to its class id, so no label-index feature is needed.
 
-Metrics, for both models: accuracy (``SparseCategoricalAccuracy``), example count, per-category
-precision / recall / F1 (recall is the per-category accuracy: the share of a category's products
-given their category), macro F1 and the multi-class confusion matrix. Thresholds (TFMA's blessing):
+Metrics, for both models: accuracy (``SparseCategoricalAccuracy``), example count and the
+multi-class confusion matrix (arg-max prediction). Per-category precision / recall / F1 (recall is
+the per-category accuracy: the share of a category's products given their category) and macro F1
+are derived from TFMA's confusion matrix. TFMA's own binarized ``Precision`` / ``Recall`` with
+``top_k=1`` were tried and rejected: with TFMA 0.47.1 they counted a category as predicted for every
+example where its probability had underflowed to exactly 0 (precision 0.125 for a category the
+model never predicted), so they are not used. Thresholds (TFMA's blessing):
 the candidate's accuracy is at least ``min_accuracy`` (value threshold) and beats the baseline's by at
 least ``min_improvement`` (change threshold, absolute).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Sequence
 
 import tensorflow_model_analysis as tfma
+
+from components.model_gate import decision as decision_lib
 
 CANDIDATE = "candidate"
 BASELINE = "baseline"
@@ -25,9 +30,6 @@ SIGNATURE = "serving_examples"
 LABEL_KEY = "label"
 PREDICTION_KEY = "scores"
 ACCURACY = "accuracy"
-MACRO_F1 = "macro_f1"
-# TFMA class name -> the metric name it writes
-PER_CLASS = {"Precision": "precision", "Recall": "recall", "F1Score": "f1_score"}
 CONFUSION_PLOT = "multi_class_confusion_matrix_plot"
 
 
@@ -35,7 +37,6 @@ def eval_config(num_classes: int, min_accuracy: float, min_improvement: float) -
     """The Evaluator's configuration for ``num_classes`` categories and the gate's thresholds."""
     if num_classes < 2:
         raise ValueError(f"the gate needs at least 2 categories, got {num_classes}")
-    class_ids = list(range(num_classes))
     accuracy_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_accuracy}),
         change_threshold=tfma.GenericChangeThreshold(
@@ -56,14 +57,6 @@ def eval_config(num_classes: int, min_accuracy: float, min_improvement: float) -
                                   threshold=accuracy_threshold),
                 tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
             ]),
-            tfma.MetricsSpec(
-                binarize=tfma.BinarizationOptions(class_ids={"values": class_ids}),
-                metrics=[tfma.MetricConfig(class_name=c) for c in PER_CLASS],
-            ),
-            tfma.MetricsSpec(
-                aggregate=tfma.AggregationOptions(macro_average=True, class_weights={i: 1.0 for i in class_ids}),
-                metrics=[tfma.MetricConfig(class_name="F1Score", config=f'"name": "{MACRO_F1}"')],
-            ),
         ],
         slicing_specs=[tfma.SlicingSpec()],
     )
@@ -73,51 +66,54 @@ def read_results(evaluation_uri: str, labels: Sequence[str]) -> Dict[str, Any]:
     """The Evaluator's metrics for both models, by model name, plus TFMA's validation.
 
     Returns ``{"candidate": {...}, "baseline": {...}, "validation_ok": bool, "failures": [...]}``
-    where each model has ``accuracy``, ``examples``, ``macro_f1``, ``per_category``
-    (label → precision / recall / f1) and ``confusion_matrix`` (rows: true label, columns: predicted).
+    where each model has ``accuracy`` (TFMA's), ``examples``, ``confusion_matrix`` (TFMA's; rows:
+    true label, columns: predicted) and, derived from it, ``macro_f1`` and ``per_category`` (label →
+    accuracy, precision, recall, f1, support).
     """
-    models: Dict[str, Dict[str, Any]] = {
-        name: {"per_category": {l: {} for l in labels}, "confusion_matrix": _zeros(len(labels))}
-        for name in (CANDIDATE, BASELINE)
-    }
+    raw: Dict[str, Dict[str, Any]] = {name: {"confusion_matrix": _zeros(len(labels))} for name in (CANDIDATE, BASELINE)}
     for record in tfma.load_metrics(evaluation_uri):
         for kv in record.metric_keys_and_values:
             key = kv.key
-            if key.is_diff or key.model_name not in models:
+            if key.is_diff or key.model_name not in raw:
                 continue
-            value = kv.value.double_value.value
-            model = models[key.model_name]
-            if key.name in PER_CLASS.values() and key.sub_key.HasField("class_id"):
-                model["per_category"][labels[key.sub_key.class_id.value]][_short(key.name)] = _finite(value)
-            elif key.name == ACCURACY:
-                model["accuracy"] = value
+            if key.name == ACCURACY:
+                raw[key.model_name]["accuracy"] = kv.value.double_value.value
             elif key.name == "example_count":
-                model["examples"] = int(value)
-            elif key.name == MACRO_F1:
-                model["macro_f1"] = _finite(value)
+                raw[key.model_name]["examples"] = int(kv.value.double_value.value)
     for record in tfma.load_plots(evaluation_uri):
         for kv in record.plot_keys_and_values:
-            if kv.key.name != CONFUSION_PLOT or kv.key.model_name not in models:
+            if kv.key.name != CONFUSION_PLOT or kv.key.model_name not in raw:
                 continue
-            matrix = models[kv.key.model_name]["confusion_matrix"]
+            matrix = raw[kv.key.model_name]["confusion_matrix"]
             for entry in kv.value.multi_class_confusion_matrix_at_thresholds.matrices[0].entries:
                 matrix[entry.actual_class_id][entry.predicted_class_id] += int(entry.num_weighted_examples)
+    models = {}
+    for name, values in raw.items():
+        derived = decision_lib.metrics_from_confusion(values["confusion_matrix"], labels)
+        models[name] = {
+            "accuracy": values.get("accuracy"), "examples": values.get("examples"),
+            "confusion_matrix": derived.confusion_matrix, "macro_f1": derived.macro_f1,
+            "per_category": derived.per_category,
+        }
     validation = tfma.load_validation_result(evaluation_uri)
     failures: List[str] = []
     for failure in validation.metric_validations_per_slice:
         for f in failure.failures:
-            failures.append(f"{'change of ' if f.metric_key.is_diff else ''}{f.metric_key.name} = "
-                            f"{f.metric_value.double_value.value:.4f}: {f.message}")
+            failures.append(_describe(f))
     return {**models, "validation_ok": bool(validation.validation_ok), "failures": failures}
 
 
-def _short(name: str) -> str:
-    return "f1" if name == "f1_score" else name
-
-
-def _finite(value: float):
-    """TFMA writes NaN where a ratio is undefined (e.g. precision of a category never predicted)."""
-    return None if math.isnan(value) else value
+def _describe(failure) -> str:
+    """One failed TFMA threshold in words, e.g. 'accuracy 0.1250 must be >= 0.6000'."""
+    key, threshold = failure.metric_key, failure.metric_threshold
+    value = failure.metric_value.double_value.value
+    if key.is_diff:
+        bound = threshold.change_threshold.absolute.value
+        text = f"accuracy change vs baseline {value:+.4f} must be >= {bound:+.4f}"
+    else:
+        bound = threshold.value_threshold.lower_bound.value
+        text = f"{key.name} {value:.4f} must be >= {bound:.4f}"
+    return text + (f" ({failure.message})" if failure.message else "")
 
 
 def _zeros(n: int) -> List[List[int]]:

@@ -49,7 +49,7 @@ class Executor(base_executor.BaseExecutor):
         source = predict.serving_dir(model.uri)
         if infra is not None and infra.get_int_custom_property("has_model"):
             source = path_utils.stamped_model_path(infra.uri)
-        destination = push_lib.push(source, exec_properties["serving_root"], exec_properties["model_name"])
+        destination, new = push_lib.push(source, exec_properties["serving_root"], exec_properties["model_name"])
         version = int(os.path.basename(destination))
         pushed.set_int_custom_property("pushed", 1)
         pushed.set_string_custom_property("pushed_destination", destination)
@@ -59,4 +59,5 @@ class Executor(base_executor.BaseExecutor):
         pushed.set_int_custom_property("pushed_model_id", model.id)
         with open(os.path.join(pushed.uri, "PUSHED"), "w", encoding="utf-8") as f:
             f.write(destination + "\n")
-        logger.info("pushed %s as version %d: %s", model.uri, version, destination)
+        pushed.set_int_custom_property("new_version", int(new))
+        logger.info("%s %s as version %d: %s", "pushed" if new else "already serving", model.uri, version, destination)

@@ -8,10 +8,11 @@ such as GCS a rename is a copy; there TF Serving may see a partly copied version
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
-from typing import List
+from typing import List, Tuple
 
 import tensorflow as tf
 
@@ -25,8 +26,26 @@ def versions(model_base: str) -> List[int]:
     return sorted(int(n.rstrip("/")) for n in tf.io.gfile.listdir(model_base) if _VERSION.match(n.rstrip("/")))
 
 
-def push(saved_model_dir: str, serving_root: str, model_name: str) -> str:
-    """Publishes ``saved_model_dir`` as the next version; returns the new version's folder.
+def content_digest(model_dir: str) -> str:
+    """A digest of every file's relative path and bytes: equal digests mean the same model."""
+    digest = hashlib.sha256()
+    for directory, _, files in sorted(tf.io.gfile.walk(model_dir)):
+        for name in sorted(files):
+            path = os.path.join(directory, name)
+            digest.update(os.path.relpath(path, model_dir).encode() + b"\0")
+            with tf.io.gfile.GFile(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def push(saved_model_dir: str, serving_root: str, model_name: str, force: bool = False) -> Tuple[str, bool]:
+    """Publishes ``saved_model_dir`` as the next version.
+
+    Returns ``(version folder, new)``. When the latest version already holds exactly these files
+    (a re-run of the gate over the same model), nothing is copied and ``new`` is False, so TF
+    Serving does not reload the same model under another number; ``force`` pushes anyway (a
+    rollback publishes an earlier version again on purpose).
 
     Raises:
       FileNotFoundError: ``saved_model_dir`` holds no ``saved_model.pb``.
@@ -35,7 +54,12 @@ def push(saved_model_dir: str, serving_root: str, model_name: str) -> str:
         raise FileNotFoundError(f"no saved_model.pb in '{saved_model_dir}': nothing to push")
     base = os.path.join(serving_root, model_name)
     tf.io.gfile.makedirs(base)
-    version = (versions(base) or [0])[-1] + 1
+    existing = versions(base)
+    if existing and not force:
+        latest = os.path.join(base, str(existing[-1]))
+        if content_digest(latest) == content_digest(saved_model_dir):
+            return latest, False
+    version = (existing or [0])[-1] + 1
     staging = os.path.join(base, f".staging-{version}-{os.getpid()}")
     final = os.path.join(base, str(version))
     if "://" in serving_root:
@@ -44,7 +68,7 @@ def push(saved_model_dir: str, serving_root: str, model_name: str) -> str:
     else:
         shutil.copytree(saved_model_dir, staging)
         os.rename(staging, final)  # atomic: TF Serving sees no version or the whole one
-    return final
+    return final, True
 
 
 def _copy_tree(src: str, dst: str) -> None:
