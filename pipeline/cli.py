@@ -193,6 +193,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"pushed: version {pushed['version']} -> {pushed['destination']}")
         elif pushed is not None:
             print(f"pushed: nothing ({pushed['reason']})")
+        if report.get("explanations"):
+            print(f"explanations: {report['explanations']['images']} pictures, {report['explanations']['html']}")
         if report["gate"]:
             print(f"review: placedemarche review --output {run_dir}")
         if failure:
@@ -229,6 +231,80 @@ def _cmd_override(args: argparse.Namespace) -> int:
     else:
         print(f"{record['action']} by {record['user']}: {record['source']} is now version "
               f"{record['served_version']} ({record['destination']}); recorded in the metadata store")
+    return EXIT_OK
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from components.shap_explainer import executor as explain_executor
+    from components.shap_explainer import report
+
+    cfg = config_lib.load_config(args.config, args.overrides)
+    settings = {"masker": args.masker or cfg.explain.masker, "max_evals": args.max_evals or cfg.explain.max_evals,
+                "batch_size": cfg.explain.batch_size, "top_k": args.top_k or cfg.explain.top_k}
+    if not os.path.exists(os.path.join(args.model, "saved_model.pb")):
+        raise UserError(f"--model '{args.model}' holds no saved_model.pb: give a pushed version folder "
+                        "(e.g. RUN_DIR/serving/product_category/1) or a Trainer's Format-Serving folder")
+    pictures = []
+    for path in args.images:
+        if not os.path.isfile(path):
+            raise UserError(f"image '{path}' does not exist")
+        with open(path, "rb") as f:
+            pictures.append((os.path.basename(path), None, f.read(), os.path.abspath(path)))
+    progress = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(pictures), unit="image", desc="SHAP", file=sys.stderr)
+
+        def progress(n, total, uid, result):
+            bar.set_postfix_str(f"{uid}: {result.seconds:.1f} s")
+            bar.update(1)
+    try:
+        items, labels, _ = explain_executor.explain_items(args.model, pictures, settings, progress)
+    except ValueError as e:  # an undecodable picture, a model without the pixels signature
+        raise UserError(str(e)) from e
+    index = report.write(args.out, items, labels, {**settings, "model": os.path.abspath(args.model)})
+    for entry in index:
+        top = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in entry["top_k"])
+        print(f"{entry['id']}: {top} -> {os.path.join(args.out, entry['overlay'])}")
+    print(f"explanations: {os.path.join(args.out, report.HTML_FILE)}")
+    return EXIT_OK
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from pipeline import kubeflow
+
+    cfg = config_lib.load_config(args.config, args.overrides)
+    result = kubeflow.compile_pipeline(cfg, args.output)
+    tasks = result["pipeline_spec"]["root"]["dag"]["tasks"]
+    print(f"wrote {args.output}: Kubeflow Pipelines v2 spec, {len(tasks)} tasks, image {cfg.runner.image}, "
+          f"Trainers on {cfg.runner.trainer_gpus} x {cfg.runner.gpu_resource}")
+    print("runtime parameters: data_dir, serving_root; submit it as kubernetes/README.md describes")
+    return EXIT_OK
+
+
+def _cmd_fetch_weights(args: argparse.Namespace) -> int:
+    import keras
+
+    from pipeline.trainer import backbones
+
+    for name in args.backbones:
+        try:
+            backbone = backbones.get(name)
+        except ValueError as e:
+            raise UserError(str(e)) from e
+        target = backbones.keras_cache_file(backbone)
+        if os.path.exists(target):
+            print(f"{name}: already in the Keras cache: {target}")
+            continue
+        try:
+            path = keras.utils.get_file(backbone.weights_file, backbone.weights_url, cache_subdir="models",
+                                        cache_dir=os.path.dirname(os.path.dirname(target)))
+        except Exception as e:  # no network: say where to put the file instead
+            print(f"placedemarche fetch-weights: error: {name}: downloading {backbone.weights_url} failed "
+                  f"({e}); copy the file to {target} instead", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"{name}: {path}")
     return EXIT_OK
 
 
@@ -382,6 +458,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the record as JSON")
     _add_config_arguments(p)
     p.set_defaults(func=_cmd_override)
+
+    p = sub.add_parser(
+        "explain",
+        help="SHAP explanations of any pictures with an exported model",
+        description=(
+            "Explains each IMAGE with SHAP's Partition explainer over the model's own decoding and "
+            "preprocessing (the served model), for its top-k categories. Writes OUT/overlays/*.png, "
+            "OUT/shap_values.npz, OUT/index.json and OUT/index.html, and prints each picture's top "
+            "categories. About max_evals forward passes per picture."
+        ),
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="picture files (JPEG, PNG, GIF, BMP)")
+    p.add_argument("--model", required=True, metavar="DIR", help="exported SavedModel folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--masker", choices=config_lib.MASKERS, help="SHAP masker (default: explain.masker)")
+    p.add_argument("--max-evals", type=int, metavar="N", help="model evaluations per picture (default: explain.max_evals)")
+    p.add_argument("--top-k", type=int, metavar="K", help="categories explained per picture (default: explain.top_k)")
+    _add_config_arguments(p)
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser(
+        "compile",
+        help="compile the pipeline for Kubeflow Pipelines (KFP v2 spec), offline",
+        description=(
+            "Writes the KFP v2 pipeline spec (YAML) of the whole pipeline with TFX's Kubeflow V2 "
+            "runner: every step runs in runner.image, the Trainers request runner.trainer_gpus GPUs "
+            "with runner.node_selector / runner.tolerations, Beam steps get runner.beam_args. "
+            "runner.pipeline_root must be set. data_dir and serving_root are runtime parameters."
+        ),
+    )
+    p.add_argument("--target", choices=["kubeflow"], default="kubeflow", help="orchestrator (kubeflow)")
+    p.add_argument("--output", required=True, metavar="FILE", help="spec file to write (.yaml)")
+    _add_config_arguments(p)
+    p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser(
+        "fetch-weights",
+        help="download backbones' ImageNet weights into the Keras cache (needs internet)",
+        description=(
+            "Downloads the no-top ImageNet weights of each BACKBONE into the Keras cache "
+            "($KERAS_HOME/models, default ~/.keras/models), where training finds them offline. Used by "
+            "the Dockerfile's BAKE_WEIGHTS option."
+        ),
+    )
+    p.add_argument("backbones", nargs="+", metavar="BACKBONE", help="e.g. efficientnet_b7 vgg19")
+    p.set_defaults(func=_cmd_fetch_weights)
 
     p = sub.add_parser(
         "schema",

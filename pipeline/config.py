@@ -43,7 +43,7 @@ BACKBONES: Tuple[str, ...] = tuple(
 OPTIMIZERS: Tuple[str, ...] = ("rmsprop", "adam", "sgd")
 LOSSES: Tuple[str, ...] = ("categorical_crossentropy",)
 METRICS: Tuple[str, ...] = ("accuracy",)
-MASKERS: Tuple[str, ...] = ("inpaint_telea", "inpaint_ns", "blur")
+MASKERS: Tuple[str, ...] = ("inpaint_telea", "inpaint_ns", "blur", "mean")
 _PIPELINE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # Kubeflow V2 refuses anything else
 _SERVING_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -225,6 +225,39 @@ class ExplainConfig:
 
 
 @dataclass(frozen=True)
+class RunnerConfig:
+    """Where and how the pipeline runs: Beam, and Kubeflow Pipelines when compiled for a cluster."""
+
+    beam_args: str = _field(
+        "",
+        "Beam pipeline arguments of the Beam-based components, space-separated; unset locally: "
+        "'--direct_num_workers=1'. E.g. '--direct_num_workers=2 --direct_running_mode=multi_processing' "
+        "for both cores, or '--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp' "
+        "(Flink / Spark runners likewise)",
+    )
+    image: str = _field(
+        "placedemarche-pipeline:latest",
+        "Kubeflow: the container image with the project installed (see Dockerfile)",
+    )
+    pipeline_root: Optional[str] = _field(
+        None, "Kubeflow: where artifacts go, e.g. gs://bucket/placedemarche (required to compile)"
+    )
+    trainer_gpus: int = _field(1, "Kubeflow: GPUs requested by each Trainer (0: CPU only)", min=0, max=16)
+    gpu_resource: str = _field("nvidia.com/gpu", "Kubeflow: the GPU resource name of the cluster")
+    trainer_cpu: float = _field(8.0, "Kubeflow: CPU limit of each Trainer", min=0.0)
+    trainer_memory_gb: float = _field(32.0, "Kubeflow: memory limit of each Trainer (GiB)", min=0.0)
+    node_selector: str = _field(
+        "",
+        "Kubeflow: node labels the Trainers must run on, 'key=value,key2=value2', e.g. "
+        "'cloud.google.com/gke-accelerator=nvidia-tesla-t4'",
+    )
+    tolerations: str = _field(
+        "nvidia.com/gpu:NoSchedule",
+        "Kubeflow: taints the Trainers tolerate, 'key[=value]:Effect,...' (key alone: any value)",
+    )
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Everything a user may change, in one immutable object."""
 
@@ -240,6 +273,7 @@ class PipelineConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
 
     def replace(self, **overrides: Any) -> "PipelineConfig":
         """Returns a validated copy with overrides applied, e.g. ``replace(**{"training.epochs": 3})``."""

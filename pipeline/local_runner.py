@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
@@ -88,7 +89,7 @@ def run(
         config,
         pipeline_root=str(run_dir / "pipeline"),
         metadata_connection_config=connection,
-        beam_pipeline_args=list(beam_args) or ["--direct_num_workers=1"],
+        beam_pipeline_args=list(beam_args) or shlex.split(config.runner.beam_args) or ["--direct_num_workers=1"],
     )
     try:
         tfx.orchestration.LocalDagRunner().run(pipe)
@@ -190,4 +191,9 @@ def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
         destination = marker.read_text().strip() if marker.exists() else ""
         pushed = {"destination": destination, "version": int(Path(destination).name)} if destination else {
             "reason": not_pushed.read_text().strip() if not_pushed.exists() else "not blessed"}
-    return {"run_dir": str(run_dir), "nodes": nodes, "models": models, "gate": gate, "pushed": pushed}
+    explanations = _completed_output(outputs.latest_node_run(store, config.name, pipeline_lib.EXPLAINER), "explanation")
+    if explanations:
+        explanations = {"html": str(Path(explanations, "index.html")), "folder": explanations,
+                        "images": len(json.loads(Path(explanations, "index.json").read_text())["images"])}
+    return {"run_dir": str(run_dir), "nodes": nodes, "models": models, "gate": gate, "pushed": pushed,
+            "explanations": explanations}

@@ -7,15 +7,16 @@ Stages built so far: CatalogueExampleGen → StatisticsGen → ImportSchemaGen (
 ExampleValidator → DataValidationGate → CandidateTrainer (EfficientNet-B7) and BaselineTrainer
 (VGG19) → Evaluator (TFMA, both models on the test split, thresholds) → ModelGate (McNemar, the
 blessing) and InfraValidator (the candidate loaded and queried as TF Serving would) →
-ServingPusher (TF Serving layout, blessed and infra-validated models only). The SHAP component is
-added by its own work item.
+ServingPusher (TF Serving layout, blessed and infra-validated models only); ShapExplainer explains
+the candidate on a few test pictures per category (whether blessed or not: the review needs both).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict
 from importlib import resources
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
@@ -27,6 +28,7 @@ from components.infra_validator.component import LocalInfraValidator
 from components.model_gate import tfma_eval
 from components.model_gate.component import ModelGate
 from components.serving_pusher.component import ServingPusher
+from components.shap_explainer.component import ShapExplainer
 from pipeline.config import PipelineConfig
 
 # Node ids, used by the runners and the summaries to find each stage's outputs.
@@ -43,7 +45,8 @@ EVALUATOR = "Evaluator"
 MODEL_GATE = "ModelGate"
 INFRA_VALIDATOR = "InfraValidator"
 PUSHER = "ServingPusher"
-ALL_NODES = DATA_STAGES + TRAINERS + (EVALUATOR, MODEL_GATE, INFRA_VALIDATOR, PUSHER)
+EXPLAINER = "ShapExplainer"
+ALL_NODES = DATA_STAGES + TRAINERS + (EVALUATOR, MODEL_GATE, INFRA_VALIDATOR, PUSHER, EXPLAINER)
 # The TF Serving release matching the TF the models are exported with (TFX InfraValidator option).
 TF_SERVING_TAG = "2.16.1"
 # The Trainer entry point is named, not uploaded: the project is installed in the pipeline image.
@@ -61,8 +64,9 @@ def create_pipeline(
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     beam_pipeline_args: Sequence[str] = (),
     enable_cache: bool = True,
+    runtime_parameters: Optional[Dict[str, Any]] = None,
 ) -> tfx.dsl.Pipeline:
-    """Builds the pipeline for ``config``: the data stages, both Trainers, the model gate.
+    """Builds the pipeline for ``config``: data stages, both Trainers, gate, push, explanations.
 
     Args:
       config: the run's configuration; ``config.data.data_dir`` must be set (the local runner puts
@@ -71,11 +75,14 @@ def create_pipeline(
       metadata_connection_config: the ML Metadata store; None lets the orchestrator decide.
       beam_pipeline_args: Beam options of every Beam-based component.
       enable_cache: reuse outputs of executions with the same inputs and parameters.
+      runtime_parameters: TFX ``RuntimeParameter``s that replace ``data_dir`` and / or
+        ``serving_root`` (a compiled Kubeflow pipeline takes them when the run is submitted).
 
     Raises:
       ValueError: ``config.data.data_dir`` or ``config.serving.serving_root`` is unset.
     """
-    stages = _data_stages(config)
+    runtime = runtime_parameters or {}
+    stages = _data_stages(config, runtime.get("data_dir"))
     example_gen, _, schema_gen, _, data_gate = stages
     trainers = [
         _trainer(config, role, node_id, example_gen, schema_gen, data_gate)
@@ -104,17 +111,22 @@ def create_pipeline(
         require_significance=evaluation.require_significance,
     ).with_id(MODEL_GATE)
     infra_validator = _infra_validator(config, candidate, examples)
-    if not config.serving.serving_root:
+    if not config.serving.serving_root and "serving_root" not in runtime:
         raise ValueError("config.serving.serving_root is unset: the runner must name the push destination")
     pusher = ServingPusher(
         model=candidate,
         blessing=model_gate.outputs["blessing"],
         infra_blessing=infra_validator.outputs["blessing"],
-        serving_root=config.serving.serving_root,
+        serving_root=runtime.get("serving_root", config.serving.serving_root),
         model_name=config.serving.model_name,
     ).with_id(PUSHER)
+    explain = config.explain
+    explainer = ShapExplainer(
+        model=candidate, examples=examples, images_per_class=explain.images_per_class, masker=explain.masker,
+        max_evals=explain.max_evals, batch_size=explain.batch_size, top_k=explain.top_k,
+    ).with_id(EXPLAINER)
     return _pipeline(config.name, pipeline_root,
-                     stages + trainers + [evaluator, model_gate, infra_validator, pusher],
+                     stages + trainers + [evaluator, model_gate, infra_validator, pusher, explainer],
                      metadata_connection_config, beam_pipeline_args, enable_cache)
 
 
@@ -204,8 +216,8 @@ def _pipeline(name, root, components, connection, beam_args, enable_cache) -> tf
     )
 
 
-def _data_stages(config: PipelineConfig) -> List[base_node.BaseNode]:
-    example_gen, statistics_gen = _ingestion(config)
+def _data_stages(config: PipelineConfig, data_dir_parameter=None) -> List[base_node.BaseNode]:
+    example_gen, statistics_gen = _ingestion(config, data_dir_parameter)
     schema_gen = tfx.components.ImportSchemaGen(
         schema_file=config.data.schema_file or default_schema_file()
     ).with_id(SCHEMA_GEN)
@@ -231,9 +243,11 @@ def _trainer(config, role, node_id, example_gen, schema_gen, data_gate) -> base_
     return trainer
 
 
-def _ingestion(config: PipelineConfig):
+def _ingestion(config: PipelineConfig, data_dir_parameter=None):
     data = config.data
-    if not data.data_dir:
+    if data_dir_parameter is not None:
+        data = dataclasses.replace(data, data_dir=data_dir_parameter)
+    elif not data.data_dir:
         raise ValueError("config.data.data_dir is unset: the runner must name the catalogue folder")
     example_gen = CatalogueExampleGen(
         data_dir=data.data_dir,
@@ -251,7 +265,11 @@ def _ingestion(config: PipelineConfig):
         eval_fraction=data.eval_fraction,
         split_salt=data.split_salt,
         max_quarantine_fraction=data.max_quarantine_fraction,
-        input_fingerprint=fingerprint(data.data_dir, data.csv_file, data.images_dir),
+        # Local catalogues are fingerprinted so TFX's cache notices a changed catalogue. A remote one
+        # (gs://..., or a runtime parameter on Kubeflow) cannot be read when the pipeline is compiled
+        # offline; there Kubeflow's own cache keys on the parameters.
+        input_fingerprint=(fingerprint(data.data_dir, data.csv_file, data.images_dir)
+                           if isinstance(data.data_dir, str) and "://" not in data.data_dir else ""),
     ).with_id(EXAMPLE_GEN)
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"]

@@ -79,6 +79,9 @@ def gather(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
     base = os.path.join(review["serving_root"], config.serving.model_name)
     review["served_versions"] = push_lib.versions(base)
     review["overrides"] = list_overrides(config, run_dir)
+    explainer = outputs.latest_node_run(store, config.name, pipeline_lib.EXPLAINER)
+    review["explanations"] = (str(Path(explainer.outputs["explanation"][0], "index.html"))
+                              if explainer and explainer.state in ("COMPLETE", "CACHED") else None)
     return review
 
 
@@ -318,6 +321,8 @@ def render_text(review: Dict[str, Any]) -> str:
     lines.append(f"served versions under {review['serving_root']}: {review['served_versions'] or 'none'}")
     for o in review["overrides"]:
         lines.append(f"override: {o['action']} by {o['user']} at {o['time']} -> version {o['served_version']}: {o['reason']}")
+    if review.get("explanations"):
+        lines.append(f"explanations: {review['explanations']}")
     if review.get("html"):
         lines.append(f"report: {review['html']}")
     return "\n".join(lines)
@@ -401,6 +406,8 @@ def write_html(review: Dict[str, Any], path: Optional[str] = None) -> str:
                  else f"nothing ({e(push['reason'])})")
     overrides = "".join(f"<li>{e(o['time'])}: <b>{e(o['action'])}</b> by {e(o['user'])} &rarr; version "
                         f"{o['served_version']}: {e(o['reason'])}</li>" for o in review["overrides"]) or "<li>none</li>"
+    explanations = (f"<a id='explanations' href='{e(Path(review['explanations']).as_uri())}'>SHAP explanations of the "
+                    "candidate</a>" if review.get("explanations") else "not computed")
     m = review["mcnemar"]
     decision = "BLESSED" if review["blessed"] else "NOT blessed"
     page = f"""<!doctype html>
@@ -432,6 +439,7 @@ td:first-child, #thresholds td:last-child {{ text-align: left; }} .pass td {{ ba
 <tr>{'<th>accuracy</th><th>precision</th><th>recall</th><th>F1</th>' * 2}</tr>{rows}</table>
 <h2>Infra validation</h2>{infra_html}
 <h2>Reviewer decisions</h2><ul id="overrides">{overrides}</ul>
+<h2>Explanations</h2><p>{explanations}</p>
 {images}
 <script>
 // Lets a headless check confirm every plot decoded: sets data-images-loaded on <body>.

@@ -92,7 +92,7 @@ def test_describe_keys_lists_every_leaf_with_section_defaults():
         ("data.test_fraction=-0.1", r"'data\.test_fraction' .* must be >= 0\.0, got -0\.1"),
         ("serving.rest_port=70000", r"'serving\.rest_port' .* must be <= 65535, got 70000"),
         ("candidate.backbone=resnet", r"'candidate\.backbone' .* must be one of: efficientnet_b0, .*vgg19.*; got 'resnet'"),
-        ("explain.masker=lime", r"'explain\.masker' .* must be one of: inpaint_telea, inpaint_ns, blur; got 'lime'"),
+        ("explain.masker=lime", r"'explain\.masker' .* must be one of: inpaint_telea, inpaint_ns, blur, mean; got 'lime'"),
         ("name=My_Pipeline", r"'name' .* must match \^\[a-z0-9\]\[a-z0-9-\]\*\$, got 'My_Pipeline'"),
         # several keys together
         ("data.min_image_side=1000", r"'data\.min_image_side' \(from --set\) = 1000 must not exceed data\.max_image_side = 600"),

@@ -8,7 +8,9 @@ exactly what a seller uploads. Signatures:
   ``classes`` (the probabilities again and the label vocabulary per row: TF Serving's classification
   output names, from which TFMA maps string labels to class ids);
 - ``serving_examples``: ``examples`` (serialized ``tf.Example`` with ``image_bytes``) → the same, for
-  the Evaluator and TF Serving warm-up requests.
+  the Evaluator and TF Serving warm-up requests;
+- ``serving_pixels``: ``pixels`` (decoded pictures, float ``[batch, size, size, 3]`` in 0..255) →
+  ``probabilities``: the model after decoding, which SHAP explanations perturb.
 
 ``assets.extra/labels.txt`` (the vocabulary, one per line, in output order) and
 ``assets.extra/metadata.json`` (backbone, image size, weights source, data fingerprint, ...) travel
@@ -28,6 +30,7 @@ from pipeline.trainer import model as model_lib
 
 SERVING_DEFAULT = "serving_default"
 SERVING_EXAMPLES = "serving_examples"
+SERVING_PIXELS = "serving_pixels"
 LABELS_FILE = "labels.txt"
 METADATA_FILE = "metadata.json"
 
@@ -42,10 +45,22 @@ class ImageClassifier(tf.Module):
         self.image_size = image_size
         self.labels = tf.Variable(list(labels), dtype=tf.string, trainable=False, name="labels")
 
+    def _probabilities(self, pixels: tf.Tensor) -> tf.Tensor:
+        return tf.cast(self.head(self.extractor(pixels, training=False), training=False), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="pixels")])
+    def classify_pixels(self, pixels: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """Decoded pictures, ``[batch, image_size, image_size, 3]`` in 0..255 → probabilities.
+
+        Everything after decoding, the backbone's own preprocessing included: what SHAP's image
+        masker perturbs, so the explanation is of the served model.
+        """
+        return {"probabilities": self._probabilities(pixels)}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def classify_images(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
         pixels = model_lib.decode_batch(images, self.image_size)
-        probabilities = tf.cast(self.head(self.extractor(pixels, training=False), training=False), tf.float32)
+        probabilities = self._probabilities(pixels)
         top = tf.argmax(probabilities, axis=-1)
         return {
             "probabilities": probabilities,
@@ -71,6 +86,7 @@ def export(classifier: ImageClassifier, export_dir: str, metadata: Dict[str, obj
         signatures={
             SERVING_DEFAULT: classifier.classify_images,
             SERVING_EXAMPLES: classifier.classify_examples,
+            SERVING_PIXELS: classifier.classify_pixels,
         },
     )
     extra = os.path.join(export_dir, "assets.extra")

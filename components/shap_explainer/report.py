@@ -1,0 +1,123 @@
+"""Writing explanations: ``shap_values.npz``, one overlay PNG per picture, ``index.json``, ``index.html``."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from components.shap_explainer.explain import Explanation
+
+VALUES_FILE = "shap_values.npz"
+INDEX_FILE = "index.json"
+HTML_FILE = "index.html"
+OVERLAYS_DIR = "overlays"
+
+
+@dataclass
+class Item:
+    """One explained picture and what is known about it."""
+
+    id: str
+    explanation: Explanation
+    true_label: Optional[str] = None  # unknown for an ad-hoc picture
+    source: Optional[str] = None  # the file it came from, for ad-hoc pictures
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "image"
+
+
+def overlay(item: Item, labels: Sequence[str], path: str) -> None:
+    """The picture, then one attribution map per explained class, titled with its probability.
+
+    Red: the region pushes the probability of that class up; blue: down (SHAP's convention), over a
+    faded grey copy of the picture; one colour scale for all maps of the picture.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    e = item.explanation
+    maps = e.values.sum(axis=2)  # [H, W, k]: the three channels of a pixel together
+    limit = float(np.nanpercentile(np.abs(maps), 99.5)) or 1e-12
+    grey = e.pixels.mean(axis=2)
+    k = len(e.classes)
+    fig, axes = plt.subplots(1, k + 1, figsize=(3 * (k + 1), 3.4))
+    axes[0].imshow(e.pixels)
+    predicted = labels[e.classes[0]]
+    axes[0].set_title(f"true: {item.true_label}" if item.true_label else "picture", fontsize=8)
+    for i, (ax, c) in enumerate(zip(axes[1:], e.classes)):
+        ax.imshow(grey, cmap="gray", alpha=0.3)
+        im = ax.imshow(maps[..., i], cmap="bwr", vmin=-limit, vmax=limit)
+        ax.set_title(f"{labels[c][:24]}\np = {e.probabilities[c]:.3f}", fontsize=8,
+                     fontweight="bold" if labels[c] == predicted else "normal")
+    for ax in axes:
+        ax.axis("off")
+    fig.colorbar(im, ax=axes, orientation="horizontal", fraction=0.05, pad=0.04, label="SHAP value")
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write(out_dir: str, items: List[Item], labels: Sequence[str], settings: dict) -> List[dict]:
+    """Writes every output for ``items`` into ``out_dir``; returns the index entries."""
+    os.makedirs(os.path.join(out_dir, OVERLAYS_DIR), exist_ok=True)
+    index = []
+    for n, item in enumerate(items):
+        e = item.explanation
+        png = os.path.join(OVERLAYS_DIR, f"{n:03d}_{_safe(item.id)}.png")
+        overlay(item, labels, os.path.join(out_dir, png))
+        index.append({
+            "id": item.id,
+            "source": item.source,
+            "true_label": item.true_label,
+            "predicted_label": labels[e.classes[0]],
+            "probability": float(e.probabilities[e.classes[0]]),
+            "top_k": [{"label": labels[c], "probability": float(e.probabilities[c])} for c in e.classes],
+            "overlay": png,
+            "seconds": round(e.seconds, 2),
+            "efficiency_gap": float(e.efficiency_gap().max()),
+        })
+    if items:
+        np.savez_compressed(
+            os.path.join(out_dir, VALUES_FILE),
+            ids=np.array([i.id for i in items]),
+            values=np.stack([i.explanation.values for i in items]).astype(np.float32),
+            classes=np.array([i.explanation.classes for i in items]),
+            base_values=np.stack([i.explanation.base_values for i in items]),
+            probabilities=np.stack([i.explanation.probabilities for i in items]),
+            pixels=np.stack([i.explanation.pixels for i in items]),
+            labels=np.array(list(labels)),
+        )
+    with open(os.path.join(out_dir, INDEX_FILE), "w", encoding="utf-8") as f:
+        json.dump({"settings": settings, "labels": list(labels), "images": index}, f, indent=2)
+    _write_html(out_dir, index, settings)
+    return index
+
+
+def _write_html(out_dir: str, index: List[dict], settings: dict) -> None:
+    e = html.escape
+    cards = "".join(
+        f"<figure><img src='{e(i['overlay'])}' alt='{e(i['id'])}'><figcaption><b>{e(i['id'])}</b>: "
+        f"true {e(str(i['true_label']))}, predicted {e(i['predicted_label'])} ({i['probability']:.3f})"
+        f"{' ✓' if i['true_label'] == i['predicted_label'] else ''}</figcaption></figure>"
+        for i in index
+    ) or "<p>No pictures were explained.</p>"
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>SHAP explanations</title>
+<style>body {{ font-family: sans-serif; margin: 2em; }} figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}</style>
+</head><body>
+<h1>SHAP explanations</h1>
+<p>Partition explainer, masker <code>{e(str(settings.get('masker')))}</code>, max_evals {settings.get('max_evals')},
+top {settings.get('top_k')} classes. Red regions raise the probability of the class above the map, blue ones lower it.</p>
+{cards}
+</body></html>
+"""
+    with open(os.path.join(out_dir, HTML_FILE), "w", encoding="utf-8") as f:
+        f.write(page)
