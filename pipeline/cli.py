@@ -308,6 +308,102 @@ def _cmd_fetch_weights(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import shutil
+    import signal
+    import threading
+
+    cfg = config_lib.load_config(args.config, args.overrides)
+    name = args.model_name or cfg.serving.model_name
+    base = os.path.abspath(args.model_base_path)
+    if not os.path.isdir(base):
+        raise UserError(f"--model-base-path '{args.model_base_path}' is not a folder: give <serving_root>/<model_name>, "
+                        "e.g. runs/demo/serving/product_category")
+    rest_port = cfg.serving.rest_port if args.rest_port is None else args.rest_port
+    grpc_port = cfg.serving.grpc_port if args.grpc_port is None else args.grpc_port
+    labels = {}
+    for item in args.label:
+        label, _, version = item.partition("=")
+        if not version.isdigit():
+            raise UserError(f"--label '{item}' must look like stable=3")
+        labels[label] = int(version)
+    binary = shutil.which("tensorflow_model_server")
+    if binary and not args.local:
+        command = [binary, f"--model_name={name}", f"--model_base_path={base}", f"--port={grpc_port}",
+                   f"--rest_api_port={rest_port}", "--enable_batching=true"]
+        print("running TensorFlow Serving: " + " ".join(command), flush=True)
+        os.execv(binary, command)
+    from serving.server import LocalServer
+
+    print("tensorflow_model_server is not on PATH: starting the LOCAL STAND-IN server (Python; TF Serving's "
+          "REST and gRPC APIs for this model, not TF Serving itself)", file=sys.stderr, flush=True)
+    server = LocalServer(name, base, rest_port=rest_port, grpc_port=grpc_port, labels=labels,
+                         max_batch_size=cfg.serving.max_batch_size, batch_timeout_ms=cfg.serving.batch_timeout_ms,
+                         max_request_bytes=cfg.serving.max_request_mb * 1024 * 1024).start()
+    versions = server.store.loaded_versions()
+    print(f"serving {name} versions {versions or 'none yet (waiting for one)'} from {base}: "
+          f"REST http://localhost:{server.rest_port}/v1/models/{name}, gRPC localhost:{server.grpc_port}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+    return EXIT_OK
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from serving import client as client_lib
+
+    host, _, port = args.server.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--server '{args.server}' must look like HOST:PORT, e.g. localhost:8500")
+    images = []
+    for path in args.images:
+        if not os.path.isfile(path):
+            raise UserError(f"image '{path}' does not exist")
+        with open(path, "rb") as f:
+            images.append(f.read())
+    config = client_lib.ClientConfig(host=host, port=int(port), model_name=args.model, version=args.version,
+                                     label=args.label, timeout_s=args.timeout)
+    client = client_lib.make_client(args.protocol, config)
+    try:
+        result = client.predict(images)
+    except client_lib.ServingClientError as e:
+        print(f"placedemarche predict: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    ranked = result.top_k(args.top_k)
+    if args.json:
+        print(json.dumps([{"image": p, "top_k": [{"label": l, "probability": round(q, 6)} for l, q in r]}
+                          for p, r in zip(args.images, ranked)], indent=2))
+    else:
+        for path, row in zip(args.images, ranked):
+            print(f"{path}: " + ", ".join(f"{label} {p:.3f}" for label, p in row))
+    return EXIT_OK
+
+
+def _cmd_serving_config(args: argparse.Namespace) -> int:
+    from serving import tfs_config
+
+    cfg = config_lib.load_config(args.config, args.overrides)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        for name, text in tfs_config.files(cfg).items():
+            with open(os.path.join(args.out, name), "w", encoding="utf-8") as f:
+                f.write(text)
+            print(f"wrote {os.path.join(args.out, name)}")
+        print("run: tensorflow_model_server " + " ".join(
+            a.replace(tfs_config.CONFIG_DIR, os.path.abspath(args.out)) for a in tfs_config.tfserving_args(cfg)))
+    if args.configmap:
+        with open(args.configmap, "w", encoding="utf-8") as f:
+            f.write(tfs_config.configmap_yaml(cfg))
+        print(f"wrote {args.configmap}")
+    if not args.out and not args.configmap:
+        raise UserError("give --out DIR and / or --configmap FILE")
+    return EXIT_OK
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from components.catalogue_example_gen import artifacts as eg_artifacts
     from components.data_gate import anomalies as anomalies_lib
@@ -504,6 +600,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("backbones", nargs="+", metavar="BACKBONE", help="e.g. efficientnet_b7 vgg19")
     p.set_defaults(func=_cmd_fetch_weights)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve pushed models: TF Serving when installed, else a local stand-in with its APIs",
+        description=(
+            "Runs tensorflow_model_server on the Pusher's folder when the binary is on PATH. Otherwise "
+            "starts the LOCAL STAND-IN (serving/server.py): Python, not TF Serving, but with TF "
+            "Serving's REST and gRPC APIs for this model; it loads new versions as they are pushed, "
+            "batches concurrent requests and refuses malformed ones. Stop with Ctrl-C."
+        ),
+    )
+    p.add_argument("--model-base-path", required=True, metavar="DIR", help="<serving_root>/<model_name>")
+    p.add_argument("--model-name", help="default: serving.model_name")
+    p.add_argument("--rest-port", type=int, help="default: serving.rest_port (8501)")
+    p.add_argument("--grpc-port", type=int, help="default: serving.grpc_port (8500)")
+    p.add_argument("--label", action="append", default=[], metavar="NAME=VERSION", help="version label (repeatable)")
+    p.add_argument("--local", action="store_true", help="use the local stand-in even if TF Serving is installed")
+    _add_config_arguments(p)
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser(
+        "predict",
+        help="ask a running TF Serving (or the local stand-in) for pictures' categories",
+        description="Sends each IMAGE to the served model and prints its top-k categories with probabilities.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--server", required=True, metavar="HOST:PORT", help="gRPC port (8500) or REST port (8501)")
+    p.add_argument("--protocol", choices=["grpc", "rest"], default="grpc")
+    p.add_argument("--model", default="product_category", help="model name (default: product_category)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, help="a version (default: the latest)")
+    which.add_argument("--label", help="a version label, e.g. stable")
+    p.add_argument("--top-k", type=int, default=3, metavar="K")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser(
+        "serving-config",
+        help="TF Serving's models.config, batching and monitoring files from the pipeline config",
+        description=(
+            "Writes models.config (model name, serving.base_path, version policy, stable / canary "
+            "labels), batching.config and monitoring.config (Prometheus) into --out, and / or the "
+            "Kubernetes ConfigMap holding them (--configmap; kubernetes/serving/base/configmap.yaml)."
+        ),
+    )
+    p.add_argument("--out", metavar="DIR")
+    p.add_argument("--configmap", metavar="FILE")
+    _add_config_arguments(p)
+    p.set_defaults(func=_cmd_serving_config)
 
     p = sub.add_parser(
         "schema",

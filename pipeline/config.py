@@ -211,6 +211,18 @@ class ServingConfig:
     )
     grpc_port: int = _field(8500, "gRPC port", min=1, max=65535)
     rest_port: int = _field(8501, "REST port", min=1, max=65535)
+    base_path: str = _field(
+        "/models/product_category",
+        "Where TF Serving finds the model's versions in its container (kubernetes/serving mounts the "
+        "model volume at /models)",
+    )
+    stable_version: Optional[int] = _field(None, "Version labelled 'stable' in models.config (unset: latest only)", min=1)
+    canary_version: Optional[int] = _field(None, "Version labelled 'canary' in models.config", min=1)
+    max_batch_size: int = _field(32, "Batching: largest merged batch", min=1, max=1024)
+    batch_timeout_ms: float = _field(2.0, "Batching: longest wait for a batch to fill (ms)", min=0.0)
+    num_batch_threads: int = _field(4, "Batching: batches run in parallel (TF Serving)", min=1)
+    max_enqueued_batches: int = _field(100, "Batching: queue length before requests are refused (TF Serving)", min=1)
+    max_request_mb: int = _field(64, "Largest request accepted (MiB)", min=1, max=2047)
 
 
 @dataclass(frozen=True)
