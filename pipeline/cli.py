@@ -442,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Product-photo categorisation for the Place de Marche marketplace: a TFX pipeline that "
             "ingests a catalogue (CSV + images), trains an EfficientNet-B7 transfer model against a "
             "VGG19 baseline, blesses the candidate only if it beats the baseline on held-out test "
-            "pictures, and pushes it into TensorFlow Serving's model layout."
+            "pictures, pushes it to TensorFlow Serving, and explains its predictions with SHAP. It runs "
+            "locally on Beam and compiles for Kubeflow Pipelines."
         ),
     )
     verbosity = parser.add_mutually_exclusive_group()
@@ -501,17 +502,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="run the pipeline locally (ingestion, validation, both Trainers, the model gate, push)",
+        help="run the whole pipeline locally (data, both Trainers, gate, infra validation, push, SHAP)",
         description=(
-            "Runs the pipeline built so far on the Beam DirectRunner with a SQLite metadata store and "
-            "TFX caching in RUN_DIR: ingestion and validation, then the EfficientNet-B7 candidate and "
-            "the VGG19 baseline Trainers, then the model gate (both models on the test split; the "
-            "candidate is blessed only if it passes the evaluation thresholds), then the push of a "
-            "blessed model into RUN_DIR/serving/<model_name>/<version>/ (serving.serving_root). "
-            "Prints each component's state and time, each model's validation accuracy, the decision "
-            "and the pushed version. Without --data it runs on the generated sample with random "
+            "Runs the pipeline on the Beam DirectRunner with a SQLite metadata store and TFX caching in "
+            "RUN_DIR: ingestion and validation, the EfficientNet-B7 candidate and VGG19 baseline "
+            "Trainers, TFMA's Evaluator and the model gate on the test split, infra validation, the "
+            "push of a blessed and infra-validated model into RUN_DIR/serving/<model_name>/<version>/ "
+            "(serving.serving_root), and SHAP explanations of the candidate. Prints each component's "
+            "state and time, the accuracies, every threshold, the decision, the pushed version and "
+            "where the explanations are. Without --data it runs on the generated sample with random "
             "backbone weights allowed (ImageNet weights cannot be downloaded offline). Exit status 1 "
-            "when a component failed."
+            "when a component failed; a candidate that is not blessed is not a failure."
         ),
     )
     _add_run_arguments(p)
