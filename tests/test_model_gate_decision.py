@@ -101,3 +101,40 @@ def test_required_significance_refuses_a_small_gain():
     assert not strict.blessed
     assert [c.name for c in strict.failed_checks()] == ["mcnemar_significance"]
     assert strict.mcnemar.p_value == pytest.approx(stats.binomtest(1, 5, 0.5).pvalue)  # 0.375
+
+
+def test_metrics_and_mcnemar_from_tfma_style_inputs_equal_the_per_example_ones():
+    from components.model_gate.decision import metrics_from_confusion, mcnemar_from_counts
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 60)
+    cand = np.where(rng.random(60) < 0.7, y, rng.integers(0, 4, 60))
+    base = np.where(rng.random(60) < 0.5, y, rng.integers(0, 4, 60))
+    labels = ["a", "b", "c", "d"]
+    direct = model_metrics(y, cand, labels)
+    assert metrics_from_confusion(direct.confusion_matrix, labels) == direct
+    paired = mcnemar(y, cand, base)
+    assert mcnemar_from_counts(paired.candidate_only_correct, paired.baseline_only_correct) == paired
+    with pytest.raises(ValueError, match="must be >= 0"):
+        mcnemar_from_counts(-1, 2)
+    with pytest.raises(ValueError, match="4 x 4 confusion matrix with examples"):
+        metrics_from_confusion([[0] * 4] * 4, labels)
+
+
+def test_gate_refuses_tfma_results_that_disagree_with_each_other():
+    from components.model_gate.executor import check_consistency
+    from components.model_gate.decision import metrics_from_confusion
+
+    labels = ["a", "b"]
+    cand = metrics_from_confusion([[3, 1], [0, 4]], labels)  # 7 of 8 right
+    base = metrics_from_confusion([[2, 2], [1, 3]], labels)  # 5 of 8 right
+    results = {"candidate": {"accuracy": 7 / 8, "examples": 8}, "baseline": {"accuracy": 5 / 8, "examples": 8},
+               "paired": {"candidate_only_correct": 3, "baseline_only_correct": 1, "both_correct": 4, "both_wrong": 0}}
+    check_consistency(results, cand, base, "here")  # consistent: no error
+    results["paired"]["both_wrong"] = 1  # 9 examples paired, 8 in the matrices
+    with pytest.raises(RuntimeError, match="paired outcomes .* do not add up"):
+        check_consistency(results, cand, base, "here")
+    results["paired"]["both_wrong"] = 0
+    results["baseline"]["accuracy"] = 0.5
+    with pytest.raises(RuntimeError, match="baseline accuracy 0.5 vs 0.625"):
+        check_consistency(results, cand, base, "here")

@@ -63,24 +63,38 @@ def test_run_trains_both_models(small_run, first_run):
         np.testing.assert_allclose(probabilities.numpy().sum(), 1.0, atol=1e-5)
 
 
+def _test_outcomes(small_run, model_dir):
+    """The model's predicted and true class ids on the test split, computed here, independently."""
+    from components.model_gate import predict
+
+    files = [str(p) for p in (small_run / "run" / "pipeline" / "CatalogueExampleGen").glob("examples/*/Split-test/*.gz")]
+    probabilities, truth, _ = predict.predict_examples(str(model_dir), files)
+    labels = predict.read_labels(str(model_dir))
+    return probabilities, np.array([labels.index(t) for t in truth])
+
+
 def test_model_gate_compares_both_models_on_the_test_split(small_run, first_run):
     _, report = first_run
     gate = report["gate"]
     assert gate["blessed"] is True
     comparison = json.loads((Path(gate["comparison"]) / "comparison.json").read_text())
-    predictions = json.loads((Path(gate["comparison"]) / "predictions.json").read_text())
-    labels = predictions["labels"]
-    truth = np.array([labels.index(t) for t in predictions["true"]])
+    outcomes = {}
     for role in ("candidate", "baseline"):
-        accuracy = float((np.argmax(predictions[role], axis=1) == truth).mean())
-        assert comparison[role]["accuracy"] == pytest.approx(accuracy)
-        assert np.array(comparison[role]["confusion_matrix"]).sum() == len(truth)
-    assert len(truth) == gate["test_examples"] > 0
-    assert [c["name"] for c in comparison["checks"]] == ["accuracy_floor", "improvement_over_baseline", "tfma_evaluator"]
-    # TFX's Evaluator saw the same: TFMA's accuracy and confusion matrix equal the gate's.
-    for role in ("candidate", "baseline"):
+        probabilities, truth = _test_outcomes(small_run, report["models"][role]["model"])
+        predicted = probabilities.argmax(axis=1)
+        outcomes[role] = predicted == truth
+        # What TFMA measured is what the exported model does on the test split.
+        assert comparison[role]["accuracy"] == pytest.approx(float(outcomes[role].mean()))
+        matrix = np.zeros((7, 7), int)
+        np.add.at(matrix, (truth, predicted), 1)
+        assert comparison[role]["confusion_matrix"] == matrix.tolist()
         assert comparison["tfma"][role]["accuracy"] == pytest.approx(comparison[role]["accuracy"], abs=1e-6)
-        assert comparison["tfma"][role]["confusion_matrix"] == comparison[role]["confusion_matrix"]
+    assert len(truth) == gate["test_examples"] > 0
+    # McNemar's discordant counts from TFMA's paired metric, checked against the outcomes here.
+    c, b = outcomes["candidate"], outcomes["baseline"]
+    assert comparison["mcnemar"]["candidate_only_correct"] == int(np.sum(c & ~b))
+    assert comparison["mcnemar"]["baseline_only_correct"] == int(np.sum(~c & b))
+    assert [c["name"] for c in comparison["checks"]] == ["accuracy_floor", "improvement_over_baseline", "tfma_evaluator"]
     assert comparison["tfma"]["validation_ok"] and comparison["tfma"]["evaluator_blessed"]
     store = outputs.open_store(str(local_runner.metadata_path(small_run / "run")))
     blessing = outputs.latest_node_run(store, "placedemarche", pipeline_lib.MODEL_GATE).outputs["blessing"][0]
@@ -137,10 +151,10 @@ def test_blessed_model_is_pushed_and_answers_as_the_gate_saw(small_run, first_ru
     destination = Path(report["pushed"]["destination"])
     assert destination == small_run / "run" / "serving" / "product_category" / "1"
     assert sorted(p.name for p in destination.parent.iterdir()) == ["1"]  # no staging left behind
-    predictions = json.loads((Path(report["gate"]["comparison"]) / "predictions.json").read_text())
-    examples = sorted((small_run / "run" / "pipeline" / "CatalogueExampleGen").glob("examples/*/Split-test/*.gz"))
-    records = [r.numpy() for r in tf.data.TFRecordDataset([str(e) for e in examples], compression_type="GZIP")]
-    served = tf.saved_model.load(str(destination)).signatures["serving_examples"](examples=tf.constant(records))
-    np.testing.assert_allclose(served["probabilities"].numpy(), np.array(predictions["candidate"]), atol=1e-5)
+    # The pushed copy answers exactly as the model the Evaluator evaluated, and so gives its accuracy.
+    served, truth = _test_outcomes(small_run, destination)
+    evaluated, _ = _test_outcomes(small_run, report["models"]["candidate"]["model"])
+    np.testing.assert_allclose(served, evaluated, atol=1e-5)
+    assert float((served.argmax(axis=1) == truth).mean()) == pytest.approx(report["gate"]["candidate_accuracy"])
     # What was pushed is the infra-validated copy: it carries TF Serving's warm-up requests.
     assert (destination / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0

@@ -1,11 +1,11 @@
 """ModelGate: blesses the candidate only if it beats the baseline on the held-out test split.
 
-Inputs: ``examples`` (the ingested splits), ``candidate`` and ``baseline`` (Trainer models), and
-TFX Evaluator's ``evaluation`` and ``evaluator_blessing`` (TFMA's metrics and thresholds).
+Inputs: ``examples`` (the ingested splits; lineage), ``candidate`` and ``baseline`` (Trainer models:
+their label sets), and TFX Evaluator's ``evaluation`` and ``evaluator_blessing`` (TFMA's metrics,
+paired outcomes and thresholds on the ``split`` it evaluated).
 Parameters: the evaluation section of the config. Outputs: ``blessing`` (a standard
 ``ModelBlessing``, so TFX's Pusher honours it) and ``comparison`` (``ModelComparison``:
-``comparison.json`` with both models' metrics, confusion matrices, McNemar and every check, and
-``predictions.json`` with each test example's probabilities from both models).
+``comparison.json`` with both models' metrics, confusion matrices, McNemar and every check).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from components.model_gate import executor
 
 
 class ModelComparison(Artifact):
-    """Candidate vs baseline on the test split (``comparison.json``, ``predictions.json``)."""
+    """Candidate vs baseline on the test split (``comparison.json``)."""
 
     TYPE_NAME = "placedemarche.ModelComparison"
 
@@ -39,8 +39,8 @@ class ModelGateSpec(ComponentSpec):
         executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
         executor.CANDIDATE_KEY: ChannelParameter(type=standard_artifacts.Model),
         executor.BASELINE_KEY: ChannelParameter(type=standard_artifacts.Model),
-        # TFX Evaluator's outputs; optional so the gate can run where no Evaluator is wired.
-        executor.EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
+        # TFX Evaluator's outputs: the gate reads TFMA's results and runs no model itself.
+        executor.EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation),
         executor.EVALUATOR_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing, optional=True),
     }
     OUTPUTS = {
@@ -62,9 +62,9 @@ class ModelGate(base_component.BaseComponent):
         min_improvement: float,
         significance_level: float,
         require_significance: bool,
-        split: str = "test",
-        evaluation: Optional[types.BaseChannel] = None,
+        evaluation: types.BaseChannel,
         evaluator_blessing: Optional[types.BaseChannel] = None,
+        split: str = "test",
     ):
         super().__init__(spec=ModelGateSpec(
             examples=examples, candidate=candidate, baseline=baseline, split=split,

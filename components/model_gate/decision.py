@@ -119,8 +119,13 @@ def mcnemar(y_true: Sequence[int], candidate_pred: Sequence[int], baseline_pred:
     t = np.asarray(y_true)
     cand_ok = np.asarray(candidate_pred) == t
     base_ok = np.asarray(baseline_pred) == t
-    b = int(np.sum(cand_ok & ~base_ok))
-    c = int(np.sum(~cand_ok & base_ok))
+    return mcnemar_from_counts(int(np.sum(cand_ok & ~base_ok)), int(np.sum(~cand_ok & base_ok)))
+
+
+def mcnemar_from_counts(b: int, c: int) -> McNemar:
+    """McNemar's test from the discordant counts: ``b`` candidate-only correct, ``c`` baseline-only."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {b} and {c}")
     if b + c == 0:
         return McNemar(b, c, 1.0, "no discordant pairs")
     if b + c < 25:
@@ -156,9 +161,24 @@ def decide(
     least ``min_improvement``; and, when ``require_significance``, McNemar's p-value is below
     ``significance_level`` with the candidate the better one (the p-value is always reported).
     """
-    cand = model_metrics(y_true, candidate_pred, labels)
-    base = model_metrics(y_true, baseline_pred, labels)
-    test = mcnemar(y_true, candidate_pred, baseline_pred)
+    return decide_from_metrics(
+        model_metrics(y_true, candidate_pred, labels), model_metrics(y_true, baseline_pred, labels),
+        mcnemar(y_true, candidate_pred, baseline_pred), labels,
+        min_accuracy, min_improvement, significance_level, require_significance,
+    )
+
+
+def decide_from_metrics(
+    cand: ModelMetrics,
+    base: ModelMetrics,
+    test: McNemar,
+    labels: Sequence[str],
+    min_accuracy: float,
+    min_improvement: float,
+    significance_level: float,
+    require_significance: bool,
+) -> Decision:
+    """:func:`decide` from already computed metrics and McNemar test (e.g. TFMA's)."""
     gain = cand.accuracy - base.accuracy
     checks = [
         Check("accuracy_floor", cand.accuracy, min_accuracy, cand.accuracy >= min_accuracy,

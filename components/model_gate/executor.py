@@ -1,11 +1,13 @@
-"""Executor of ModelGate: both models on the test split, the decision, a ModelBlessing.
+"""Executor of ModelGate: TFX Evaluator's results, McNemar's test, the decision, a ModelBlessing.
 
-TFX's Evaluator (TFMA) has already computed both models' metrics and checked the thresholds. This
-executor runs both models once more on the same test examples to get the per-example outcomes that
-McNemar's paired test needs, checks that its accuracies agree with TFMA's (a disagreement means the
-two did not evaluate the same thing, and fails the run), and blesses only when TFMA blessed and
-every check here passes. A model that is not blessed is a normal outcome (the run succeeds, nothing is pushed); errors are
-for what makes the comparison impossible (different label sets, an unknown label, no examples).
+TFX's Evaluator (TFMA) has already run both models on the test split, in one pass: accuracy, the
+confusion matrices and the paired outcomes per example (``tfma_paired``). This executor runs no
+model. It derives the per-category metrics from TFMA's confusion matrices, McNemar's test from the
+paired counts, checks that TFMA's numbers agree with each other (accuracy vs confusion matrix vs
+paired counts: a disagreement means they did not describe the same evaluation, and fails the run),
+and blesses only when TFMA blessed and every check here passes. A model that is not blessed is a
+normal outcome (the run succeeds, nothing is pushed); errors are for what makes the comparison
+impossible (different label sets, no examples).
 """
 
 from __future__ import annotations
@@ -32,20 +34,44 @@ EVALUATOR_BLESSING_KEY = "evaluator_blessing"
 BLESSING_KEY = "blessing"
 COMPARISON_KEY = "comparison"
 COMPARISON_FILE = "comparison.json"
-PREDICTIONS_FILE = "predictions.json"
+
+
+def _metrics(results: Dict[str, Any], role: str, labels: List[str]) -> decision_lib.ModelMetrics:
+    return decision_lib.metrics_from_confusion(results[role]["confusion_matrix"], labels)
+
+
+def check_consistency(results: Dict[str, Any], candidate: decision_lib.ModelMetrics,
+                      baseline: decision_lib.ModelMetrics, where: str) -> None:
+    """TFMA's accuracy, confusion matrices and paired counts must describe the same examples."""
+    problems = []
+    for role, metrics in (("candidate", candidate), ("baseline", baseline)):
+        tfma_accuracy = results[role].get("accuracy")
+        if tfma_accuracy is None or abs(tfma_accuracy - metrics.accuracy) > 1e-6:
+            problems.append(f"{role} accuracy {tfma_accuracy} vs {metrics.accuracy} from its confusion matrix")
+        if results[role].get("examples") != metrics.examples:
+            problems.append(f"{role}: {results[role].get('examples')} examples counted vs {metrics.examples} in its matrix")
+    p = results.get("paired") or {}
+    if set(p) != {"candidate_only_correct", "baseline_only_correct", "both_correct", "both_wrong"}:
+        problems.append(f"paired outcomes missing from the evaluation (got {sorted(p)})")
+    else:
+        n = sum(p.values())
+        cand_right = round(candidate.accuracy * candidate.examples)
+        base_right = round(baseline.accuracy * baseline.examples)
+        if n != candidate.examples or p["both_correct"] + p["candidate_only_correct"] != cand_right \
+                or p["both_correct"] + p["baseline_only_correct"] != base_right:
+            problems.append(f"paired outcomes {p} do not add up to {cand_right} and {base_right} right of {candidate.examples}")
+    if problems:
+        raise RuntimeError(f"TFMA's results disagree with each other ({where}): " + "; ".join(problems))
 
 
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
            exec_properties: Dict[str, Any]) -> None:
-        examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
         candidate = artifact_utils.get_single_instance(input_dict[CANDIDATE_KEY])
         baseline = artifact_utils.get_single_instance(input_dict[BASELINE_KEY])
+        evaluation = artifact_utils.get_single_instance(input_dict[EVALUATION_KEY])
         blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
         comparison = artifact_utils.get_single_instance(output_dict[COMPARISON_KEY])
-        split = exec_properties["split"]
-        files = [os.path.join(examples.uri, f"Split-{split}", "*.gz")]
-
         cand_dir, base_dir = predict.serving_dir(candidate.uri), predict.serving_dir(baseline.uri)
         labels, baseline_labels = predict.read_labels(cand_dir), predict.read_labels(base_dir)
         if baseline_labels != labels:
@@ -53,34 +79,32 @@ class Executor(base_executor.BaseExecutor):
                 f"candidate and baseline have different label sets ({labels} vs {baseline_labels}): "
                 "they were not trained on the same data"
             )
-        cand_probs, truth, ids = predict.predict_examples(cand_dir, files)
-        base_probs, _, _ = predict.predict_examples(base_dir, files)
-        index = {label: i for i, label in enumerate(labels)}
-        unknown = sorted(set(truth) - set(index))
-        if unknown:
-            raise ValueError(f"test labels {unknown} are not among the models' labels {labels}")
-        y = [index[t] for t in truth]
-        decision = decision_lib.decide(
-            y, cand_probs.argmax(axis=1).tolist(), base_probs.argmax(axis=1).tolist(), labels,
+        results = tfma_eval.read_results(evaluation.uri, labels)
+        cand, base = _metrics(results, "candidate", labels), _metrics(results, "baseline", labels)
+        check_consistency(results, cand, base, evaluation.uri)
+        paired = results["paired"]
+        decision = decision_lib.decide_from_metrics(
+            cand, base,
+            decision_lib.mcnemar_from_counts(paired["candidate_only_correct"], paired["baseline_only_correct"]),
+            labels,
             min_accuracy=float(exec_properties["min_accuracy"]),
             min_improvement=float(exec_properties["min_improvement"]),
             significance_level=float(exec_properties["significance_level"]),
             require_significance=bool(exec_properties["require_significance"]),
         )
-        tfma_results = self._tfma_results(input_dict, labels, decision)
-        if tfma_results is not None:
-            decision = decision_lib.with_check(decision, decision_lib.Check(
-                "tfma_evaluator", float(tfma_results["validation_ok"]), 1.0, tfma_results["validation_ok"],
-                "TFX Evaluator (TFMA) thresholds: " + (
-                    "all passed" if tfma_results["validation_ok"] else "; ".join(tfma_results["failures"])),
-            ))
-        report = {"split": split, "candidate_model": cand_dir, "baseline_model": base_dir, **decision.to_dict(),
-                  "tfma": tfma_results}
+        if input_dict.get(EVALUATOR_BLESSING_KEY):
+            evaluator_blessing = artifact_utils.get_single_instance(input_dict[EVALUATOR_BLESSING_KEY])
+            results["evaluator_blessed"] = bool(evaluator_blessing.get_int_custom_property("blessed"))
+        decision = decision_lib.with_check(decision, decision_lib.Check(
+            "tfma_evaluator", float(results["validation_ok"]), 1.0, results["validation_ok"],
+            "TFX Evaluator (TFMA) thresholds: " + (
+                "all passed" if results["validation_ok"] else "; ".join(results["failures"])),
+        ))
+        results["evaluation_uri"] = evaluation.uri
+        report = {"split": exec_properties["split"], "candidate_model": cand_dir, "baseline_model": base_dir,
+                  **decision.to_dict(), "tfma": results}
         with open(os.path.join(comparison.uri, COMPARISON_FILE), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
-        with open(os.path.join(comparison.uri, PREDICTIONS_FILE), "w", encoding="utf-8") as f:
-            json.dump({"labels": labels, "uniq_id": ids, "true": truth,
-                       "candidate": cand_probs.round(6).tolist(), "baseline": base_probs.round(6).tolist()}, f)
 
         # What TFX's Pusher reads (the same properties TFX's Evaluator writes).
         blessing.set_int_custom_property("blessed", int(decision.blessed))
@@ -91,31 +115,7 @@ class Executor(base_executor.BaseExecutor):
         open(os.path.join(blessing.uri, "BLESSED" if decision.blessed else "NOT_BLESSED"), "w").close()
         logger.info(
             "candidate %.4f vs baseline %.4f on %d %s examples, McNemar p=%.4g: %s%s",
-            decision.candidate.accuracy, decision.baseline.accuracy, decision.candidate.examples, split,
-            decision.mcnemar.p_value, "BLESSED" if decision.blessed else "NOT blessed",
+            decision.candidate.accuracy, decision.baseline.accuracy, decision.candidate.examples,
+            exec_properties["split"], decision.mcnemar.p_value, "BLESSED" if decision.blessed else "NOT blessed",
             "" if decision.blessed else " (" + "; ".join(c.explanation for c in decision.failed_checks()) + ")",
         )
-
-    @staticmethod
-    def _tfma_results(input_dict, labels, decision):
-        """The Evaluator's metrics and validation, checked against this gate's own accuracies."""
-        if not input_dict.get(EVALUATION_KEY):
-            return None
-        evaluation = artifact_utils.get_single_instance(input_dict[EVALUATION_KEY])
-        results = tfma_eval.read_results(evaluation.uri, labels)
-        for role, mine in (("candidate", decision.candidate), ("baseline", decision.baseline)):
-            theirs = results[role]
-            if (theirs.get("examples") != mine.examples or theirs.get("accuracy") is None
-                    or abs(theirs["accuracy"] - mine.accuracy) > 1e-6
-                    or theirs["confusion_matrix"] != mine.confusion_matrix):
-                raise RuntimeError(
-                    f"TFMA and the gate disagree on the {role}: accuracy {theirs.get('accuracy')} on "
-                    f"{theirs.get('examples')} examples vs {mine.accuracy} on {mine.examples} (confusion "
-                    f"matrices {'equal' if theirs['confusion_matrix'] == mine.confusion_matrix else 'differ'}); "
-                    f"they must evaluate the same model on the same split (Evaluator output: {evaluation.uri})"
-                )
-        if input_dict.get(EVALUATOR_BLESSING_KEY):
-            blessing = artifact_utils.get_single_instance(input_dict[EVALUATOR_BLESSING_KEY])
-            results["evaluator_blessed"] = bool(blessing.get_int_custom_property("blessed"))
-        results["evaluation_uri"] = evaluation.uri
-        return results

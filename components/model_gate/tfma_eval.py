@@ -6,7 +6,8 @@ classification names ``scores`` and ``classes`` (the label vocabulary), from whi
 string label to its class id, so no label-index feature is needed.
 
 Metrics, for both models: accuracy (``SparseCategoricalAccuracy``), example count and the
-multi-class confusion matrix (arg-max prediction). Per-category precision / recall / F1 (recall is
+multi-class confusion matrix (arg-max prediction); across both, the paired outcomes per example
+(``tfma_paired``) for McNemar's test. Per-category precision / recall / F1 (recall is
 the per-category accuracy: the share of a category's products given their category) and macro F1
 are derived from TFMA's confusion matrix. TFMA's own binarized ``Precision`` / ``Recall`` with
 ``top_k=1`` were tried and rejected: with TFMA 0.47.1 they counted a category as predicted for every
@@ -23,6 +24,7 @@ from typing import Any, Dict, List, Sequence
 import tensorflow_model_analysis as tfma
 
 from components.model_gate import decision as decision_lib
+from components.model_gate import tfma_paired
 
 CANDIDATE = "candidate"
 BASELINE = "baseline"
@@ -56,6 +58,8 @@ def eval_config(num_classes: int, min_accuracy: float, min_improvement: float) -
                 tfma.MetricConfig(class_name="SparseCategoricalAccuracy", config=f'"name": "{ACCURACY}"',
                                   threshold=accuracy_threshold),
                 tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+                # Both models' outcomes per example, for McNemar's test (one inference pass in all).
+                tfma.MetricConfig(class_name="PairedOutcomes", module=tfma_paired.__name__),
             ]),
         ],
         slicing_specs=[tfma.SlicingSpec()],
@@ -65,15 +69,19 @@ def eval_config(num_classes: int, min_accuracy: float, min_improvement: float) -
 def read_results(evaluation_uri: str, labels: Sequence[str]) -> Dict[str, Any]:
     """The Evaluator's metrics for both models, by model name, plus TFMA's validation.
 
-    Returns ``{"candidate": {...}, "baseline": {...}, "validation_ok": bool, "failures": [...]}``
+    Returns ``{"candidate": {...}, "baseline": {...}, "paired": {...}, "validation_ok": bool,
+    "failures": [...]}`` (``paired``: the PairedOutcomes counts, e.g. ``candidate_only_correct``)
     where each model has ``accuracy`` (TFMA's), ``examples``, ``confusion_matrix`` (TFMA's; rows:
     true label, columns: predicted) and, derived from it, ``macro_f1`` and ``per_category`` (label →
     accuracy, precision, recall, f1, support).
     """
     raw: Dict[str, Dict[str, Any]] = {name: {"confusion_matrix": _zeros(len(labels))} for name in (CANDIDATE, BASELINE)}
+    paired: Dict[str, int] = {}
     for record in tfma.load_metrics(evaluation_uri):
         for kv in record.metric_keys_and_values:
             key = kv.key
+            if key.is_diff and key.name.startswith(tfma_paired.PREFIX):
+                paired[key.name[len(tfma_paired.PREFIX):]] = int(kv.value.double_value.value)
             if key.is_diff or key.model_name not in raw:
                 continue
             if key.name == ACCURACY:
@@ -100,7 +108,7 @@ def read_results(evaluation_uri: str, labels: Sequence[str]) -> Dict[str, Any]:
     for failure in validation.metric_validations_per_slice:
         for f in failure.failures:
             failures.append(_describe(f))
-    return {**models, "validation_ok": bool(validation.validation_ok), "failures": failures}
+    return {**models, "paired": paired, "validation_ok": bool(validation.validation_ok), "failures": failures}
 
 
 def _describe(failure) -> str:
