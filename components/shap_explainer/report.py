@@ -54,8 +54,8 @@ def overlay(item: Item, labels: Sequence[str], path: str) -> None:
     predicted = labels[e.classes[0]]
     axes[0].set_title(f"true: {item.true_label}" if item.true_label else "picture", fontsize=8)
     for i, (ax, c) in enumerate(zip(axes[1:], e.classes)):
-        ax.imshow(grey, cmap="gray", alpha=0.3)
-        im = ax.imshow(maps[..., i], cmap="bwr", vmin=-limit, vmax=limit)
+        ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
+        im = ax.imshow(maps[..., i], cmap="bwr", vmin=-limit, vmax=limit, alpha=0.6)
         ax.set_title(f"{labels[c][:24]}\np = {e.probabilities[c]:.3f}", fontsize=8,
                      fontweight="bold" if labels[c] == predicted else "normal")
     for ax in axes:
