@@ -59,9 +59,11 @@ def parse_tolerations(text: str) -> List[Dict[str, str]]:
 
 
 def build(config: PipelineConfig):
-    """The TFX pipeline as Kubeflow runs it: runtime parameters, GPU resources on the Trainers."""
+    """The TFX pipeline as Kubeflow runs it, and its runtime parameters by name.
+
+    Runtime parameters replace ``data_dir`` and ``serving_root``; the Trainers get GPU resources.
+    """
     from tfx import v1 as tfx
-    from tfx.proto.orchestration import placeholder_pb2  # noqa: F401  (TFX needs it loaded)
     from kfp.pipeline_spec import pipeline_spec_pb2
 
     runner = config.runner
@@ -89,7 +91,7 @@ def build(config: PipelineConfig):
     for component in pipe.components:
         if component.id in GPU_STEPS:
             component.with_platform_config(resources)
-    return pipe
+    return pipe, parameters
 
 
 def compile_pipeline(config: PipelineConfig, output_file: str) -> Dict[str, Any]:
@@ -98,8 +100,8 @@ def compile_pipeline(config: PipelineConfig, output_file: str) -> Dict[str, Any]
 
     if not output_file.endswith((".yaml", ".yml")):
         raise ConfigError(f"--output '{output_file}' must end in .yaml (KFP v2 pipeline spec)")
-    pipe = build(config)
-    defaults = {p.name: p.default for p in _runtime_parameters(pipe)}
+    pipe, parameters = build(config)
+    defaults = {name: parameter.default for name, parameter in parameters.items()}
     # Schema 2.1 (typed parameters): what the KFP 2.x backend reads, and what TFX needs to write YAML.
     runner_config = tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
         default_image=config.runner.image, use_pipeline_spec_2_1=True)
@@ -124,17 +126,6 @@ def compile_pipeline(config: PipelineConfig, output_file: str) -> Dict[str, Any]
             f.write("---\n")
             yaml.safe_dump(platform, f, sort_keys=True)
     return {"pipeline_spec": spec, "platform_spec": platform}
-
-
-def _runtime_parameters(pipe):
-    from tfx.orchestration import data_types
-
-    found = {}
-    for component in pipe.components:
-        for value in component.exec_properties.values():
-            if isinstance(value, data_types.RuntimeParameter):
-                found[value.name] = value
-    return list(found.values())
 
 
 def _platform_spec(config: PipelineConfig, spec: Dict[str, Any]) -> Dict[str, Any]:

@@ -91,13 +91,12 @@ def create_pipeline(
     evaluation = config.evaluation
     examples = example_gen.outputs["examples"]
     candidate, baseline = (t.outputs["model"] for t in trainers)
-    labels = label_vocabulary(config.data.schema_file or default_schema_file())
     evaluator = tfx.components.Evaluator(
         examples=examples,
         model=candidate,
         baseline_model=baseline,
         example_splits=["test"],
-        eval_config=tfma_eval.eval_config(len(labels), evaluation.min_accuracy, evaluation.min_improvement),
+        eval_config=tfma_eval.eval_config(evaluation.min_accuracy, evaluation.min_improvement),
     ).with_id(EVALUATOR)
     model_gate = ModelGate(
         examples=examples,
@@ -128,19 +127,6 @@ def create_pipeline(
     return _pipeline(config.name, pipeline_root,
                      stages + trainers + [evaluator, model_gate, infra_validator, pusher, explainer],
                      metadata_connection_config, beam_pipeline_args, enable_cache)
-
-
-def label_vocabulary(schema_file: str) -> List[str]:
-    """The label domain of the curated schema: the Trainers' output classes, in order."""
-    from tensorflow_data_validation import load_schema_text
-
-    schema = load_schema_text(schema_file)
-    for feature in schema.feature:
-        if feature.name == "label" and feature.domain:
-            for domain in schema.string_domain:
-                if domain.name == feature.domain:
-                    return list(domain.value)
-    raise ValueError(f"the schema {schema_file} has no string domain for 'label': run 'placedemarche schema'")
 
 
 def _infra_validator(config: PipelineConfig, model, examples) -> base_node.BaseNode:

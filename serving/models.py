@@ -171,7 +171,8 @@ class ModelStore:
 
     # --- lifecycle
 
-    def start(self, wait_seconds: float = 0.0) -> "ModelStore":
+    def start(self) -> "ModelStore":
+        """Loads what is on disk now, then watches for new versions in the background."""
         self.refresh()
         self._thread = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
         self._thread.start()

@@ -263,7 +263,7 @@ def _grpc_services(store: ModelStore):
              "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED, "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
              "INTERNAL": grpc.StatusCode.INTERNAL}
 
-    def locate(spec, context):
+    def locate(spec):
         if spec.name != store.model_name:
             raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({spec.name})")
         version = spec.version.value if spec.HasField("version") else None
@@ -284,7 +284,7 @@ def _grpc_services(store: ModelStore):
     class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         @guard
         def Predict(self, request, context):  # noqa: N802 (gRPC names)
-            version, label = locate(request.model_spec, context)
+            version, label = locate(request.model_spec)
             loaded = store.get(version, label)
             name = request.model_spec.signature_name or "serving_default"
             inputs = {}
@@ -309,7 +309,7 @@ def _grpc_services(store: ModelStore):
         def GetModelMetadata(self, request, context):  # noqa: N802
             if list(request.metadata_field) != ["signature_def"]:
                 raise ServingError("INVALID_ARGUMENT", "Metadata field signature_def is the only one supported")
-            version, label = locate(request.model_spec, context)
+            version, label = locate(request.model_spec)
             loaded = store.get(version, label)
             sigs = get_model_metadata_pb2.SignatureDefMap()
             for name, sig in loaded.signatures.items():
@@ -328,7 +328,7 @@ def _grpc_services(store: ModelStore):
     class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         @guard
         def GetModelStatus(self, request, context):  # noqa: N802
-            version, label = locate(request.model_spec, context)
+            version, label = locate(request.model_spec)
             response = get_model_status_pb2.GetModelStatusResponse()
             for entry in store.status(version, label):
                 status = response.model_version_status.add()

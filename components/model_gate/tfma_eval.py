@@ -35,10 +35,8 @@ ACCURACY = "accuracy"
 CONFUSION_PLOT = "multi_class_confusion_matrix_plot"
 
 
-def eval_config(num_classes: int, min_accuracy: float, min_improvement: float) -> tfma.EvalConfig:
-    """The Evaluator's configuration for ``num_classes`` categories and the gate's thresholds."""
-    if num_classes < 2:
-        raise ValueError(f"the gate needs at least 2 categories, got {num_classes}")
+def eval_config(min_accuracy: float, min_improvement: float) -> tfma.EvalConfig:
+    """The Evaluator's configuration with the gate's thresholds (the classes come from the models)."""
     accuracy_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_accuracy}),
         change_threshold=tfma.GenericChangeThreshold(

@@ -110,11 +110,12 @@ def _filler(masker: str, image_size: int) -> Callable[[np.ndarray, np.ndarray], 
         return fill
     if masker == "blur":
         k = max(3, image_size // 8)
-        cache: Dict[int, np.ndarray] = {}
+        last: list = [None, None]  # the picture being explained and its blur, computed once for it
 
         def fill(original, masked):
-            blurred = cache.setdefault(id(original), cv2.blur(original, (k, k)))
-            return np.where(masked[..., None], blurred, original)
+            if last[0] is not original:
+                last[:] = [original, cv2.blur(original, (k, k))]
+            return np.where(masked[..., None], last[1], original)
 
         return fill
 
