@@ -670,6 +670,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _UnsavedGradientsFilter(logging.Filter):
+    """Drops TensorFlow's "Importing a function ... with ops with unsaved custom gradients" warning.
+
+    Models are exported without custom gradients on purpose (``pipeline/trainer/export.py``:
+    nothing differentiates a served model), so every load of one would otherwise warn that taking a
+    gradient "will likely fail". Shown with --verbose.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "unsaved custom gradients" not in record.getMessage()
+
+
+_UNSAVED_GRADIENTS_FILTER = _UnsavedGradientsFilter()
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     # TFX, Beam and TensorFlow log a great deal at INFO: keep theirs for --verbose, ours always.
@@ -680,6 +695,11 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     )
     for name in ("placedemarche", "pipeline", "components"):
         logging.getLogger(name).setLevel(level)
+    absl_logger = logging.getLogger("absl")
+    if verbose:
+        absl_logger.removeFilter(_UNSAVED_GRADIENTS_FILTER)
+    else:
+        absl_logger.addFilter(_UNSAVED_GRADIENTS_FILTER)  # no-op when already there
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "2")
 
 

@@ -68,3 +68,27 @@ def test_console_script_is_installed():
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load(result.stdout)["training"]["epochs"] == 2
+
+
+def test_unsaved_gradient_load_warning_is_dropped_unless_verbose():
+    """Models are exported without custom gradients on purpose; their loads must not warn users."""
+    import logging
+
+    from pipeline import cli
+
+    absl_logger = logging.getLogger("absl")
+
+    def shown(message: str) -> bool:
+        return absl_logger.filter(absl_logger.makeRecord("absl", logging.WARNING, __file__, 1, message, (), None))
+
+    expected = "Importing a function (__inference_x_1) with ops with unsaved custom gradients. Will likely fail"
+    try:
+        cli._setup_logging(verbose=False, quiet=False)
+        cli._setup_logging(verbose=False, quiet=True)  # set up twice (tests, embedding): one filter
+        assert absl_logger.filters.count(cli._UNSAVED_GRADIENTS_FILTER) == 1
+        assert not shown(expected)
+        assert shown("some other TensorFlow warning")
+        cli._setup_logging(verbose=True, quiet=False)
+        assert shown(expected)
+    finally:
+        absl_logger.removeFilter(cli._UNSAVED_GRADIENTS_FILTER)
