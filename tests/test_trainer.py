@@ -127,6 +127,8 @@ def test_history_artifact_holds_every_epoch(trained):
     assert ran == metadata["epochs_run"] and all(len(v) == ran for v in history.values())
     assert saved["best_epoch"] == int(np.argmin(history["val_loss"])) + 1
     assert saved["stopped_early"] == (ran < 30)
+    assert {"feature_seconds", "head_seconds", "export_seconds", "total_seconds"} <= set(saved["timings"])
+    assert 0 < saved["timings"]["export_seconds"] < saved["timings"]["total_seconds"]
     with Image.open(out / "model_run" / "history.png") as png:
         assert png.format == "PNG" and png.size[0] > 400
     assert (out / "model_run" / "best_epoch.weights.h5").stat().st_size > 0
@@ -197,6 +199,22 @@ def test_exported_model_matches_the_in_memory_model(sample_examples, tmp_path):
     reloaded = tf.saved_model.load(str(tmp_path / "m")).signatures["serving_default"](images=batch)
     np.testing.assert_allclose(reloaded["probabilities"].numpy(), expected, atol=1e-5)
     assert [l.decode() for l in reloaded["label"].numpy()] == [["a", "b", "c"][i] for i in expected.argmax(1)]
+    # One copy of the backbone's graph serves all three signatures: each convolution layer appears
+    # once in the SavedModel's function library (it was 4 times: one trace per signature, plus a
+    # Keras-traced function per functional model), which keeps B7 exports and loads fast.
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((tmp_path / "m" / "saved_model.pb").read_bytes())
+    conv_ops = sum(
+        1 for f in saved.meta_graphs[0].graph_def.library.function for n in f.node_def
+        if n.op in ("Conv2D", "DepthwiseConv2dNative")
+    )
+    conv_layers = sum(
+        1 for layer in extractor.get_layer("efficientnetb0").layers
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+    )
+    assert conv_ops == conv_layers > 0
 
 
 def test_jpeg_and_png_of_the_same_picture_get_the_same_top_label(trained, sample_examples):
