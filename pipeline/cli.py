@@ -683,6 +683,7 @@ class _UnsavedGradientsFilter(logging.Filter):
 
 
 _UNSAVED_GRADIENTS_FILTER = _UnsavedGradientsFilter()
+_NO_PROGRESS_ENV = "PLACEDEMARCHE_NO_PROGRESS"  # pipeline.trainer.train.NO_PROGRESS_ENV (not imported: TF)
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
@@ -708,11 +709,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
+    # The Trainers' progress bars are drawn in this process (local runner); -q turns them off.
+    previous = os.environ.get(_NO_PROGRESS_ENV)
+    if args.quiet:
+        os.environ[_NO_PROGRESS_ENV] = "1"
     try:
         return args.func(args)
     except (UserError, config_lib.ConfigError) as e:
         print(f"placedemarche {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        if previous is None:
+            os.environ.pop(_NO_PROGRESS_ENV, None)
+        else:
+            os.environ[_NO_PROGRESS_ENV] = previous
 
 
 if __name__ == "__main__":  # pragma: no cover

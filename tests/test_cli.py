@@ -92,3 +92,18 @@ def test_unsaved_gradient_load_warning_is_dropped_unless_verbose():
         assert shown(expected)
     finally:
         absl_logger.removeFilter(cli._UNSAVED_GRADIENTS_FILTER)
+
+
+def test_quiet_turns_progress_off_for_the_command_only(monkeypatch):
+    import os
+
+    from pipeline import cli
+    from pipeline.trainer import train
+
+    seen = []
+    monkeypatch.setattr(cli, "_cmd_config", lambda args: seen.append(os.environ.get(train.NO_PROGRESS_ENV)) or 0)
+    monkeypatch.delenv(train.NO_PROGRESS_ENV, raising=False)
+    assert cli.main(["-q", "config"]) == 0
+    assert cli.main(["config"]) == 0
+    assert seen == ["1", None]
+    assert train.NO_PROGRESS_ENV not in os.environ  # restored after the command

@@ -243,3 +243,19 @@ def test_augmented_baseline_caches_several_views(sample_examples, tmp_path):
     )
     assert metadata["train_feature_rows"] == 3 * metadata["train_examples"]
     assert metadata["epochs_run"] == 1 and metadata["augmented_views"] == 3
+
+
+def test_feature_progress_bar_follows_the_quiet_switch(sample_examples, monkeypatch, capsys):
+    """``placedemarche -q`` promises no progress bars; the Trainers draw theirs in its process."""
+    images, _ = train_lib.read_split([str(sample_examples / "Split-eval" / "*.gz")])
+
+    def step(pixels):
+        return tf.reduce_mean(pixels, axis=[1, 2])
+
+    monkeypatch.setenv(train_lib.NO_PROGRESS_ENV, "1")
+    train_lib.extract_features(step, images[:4], 32, 2, description="quiet-features")
+    assert "quiet-features" not in capsys.readouterr().err
+    monkeypatch.delenv(train_lib.NO_PROGRESS_ENV)
+    features = train_lib.extract_features(step, images[:4], 32, 2, description="shown-features")
+    assert "shown-features" in capsys.readouterr().err
+    assert features.shape == (4, 3)

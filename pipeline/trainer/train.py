@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 IMAGE_FEATURE = "image_bytes"
 LABEL_FEATURE = "label"
+# Set (to anything) by ``placedemarche -q``: the Trainers run in the CLI's process and draw no bars.
+NO_PROGRESS_ENV = "PLACEDEMARCHE_NO_PROGRESS"
 
 
 def read_split(file_patterns: Sequence[str]) -> Tuple[List[bytes], List[str]]:
@@ -89,7 +91,8 @@ def extract_features(
         .with_options(options)
     )
     out = []
-    with tqdm(total=len(images), desc=description, unit="img", leave=False) as bar:
+    with tqdm(total=len(images), desc=description, unit="img", leave=False,
+              disable=bool(os.environ.get(NO_PROGRESS_ENV))) as bar:
         for pixels in dataset:
             out.append(step(pixels).numpy())
             bar.update(int(pixels.shape[0]))
