@@ -64,13 +64,20 @@ def test_run_trains_both_models(small_run, first_run):
 
 
 def _test_outcomes(small_run, model_dir):
-    """The model's predicted and true class ids on the test split, computed here, independently."""
+    """The model's probabilities and true class ids on the test split, computed here, independently
+    of TFMA (through ``serving_examples``, as TF Serving and the Evaluator call it)."""
     from components.model_gate import predict
 
-    files = [str(p) for p in (small_run / "run" / "pipeline" / "CatalogueExampleGen").glob("examples/*/Split-test/*.gz")]
-    probabilities, truth, _ = predict.predict_examples(str(model_dir), files)
+    files = sorted((small_run / "run" / "pipeline" / "CatalogueExampleGen").glob("examples/*/Split-test/*.gz"))
+    assert files, "no test split was written"
+    signature = tf.saved_model.load(str(model_dir)).signatures["serving_examples"]
     labels = predict.read_labels(str(model_dir))
-    return probabilities, np.array([labels.index(t) for t in truth])
+    probabilities, truth = [], []
+    for batch in tf.data.TFRecordDataset([str(f) for f in files], compression_type="GZIP").batch(32):
+        probabilities.append(signature(examples=batch)["probabilities"].numpy())
+        parsed = tf.io.parse_example(batch, {"label": tf.io.FixedLenFeature([], tf.string)})
+        truth.extend(labels.index(v.decode("utf-8")) for v in parsed["label"].numpy())
+    return np.concatenate(probabilities), np.array(truth)
 
 
 def test_model_gate_compares_both_models_on_the_test_split(small_run, first_run):

@@ -152,7 +152,6 @@ def fit_and_export(
     )
     timings["head_seconds"] = result.seconds_per_epoch * len(result.history.get("loss", []))
     result.timings = timings
-    train_lib.save_history(result, model_run_dir)  # now, so a failed export keeps the curves
 
     metadata: Dict[str, object] = {
         "backbone": spec.backbone,
@@ -170,11 +169,13 @@ def fit_and_export(
         "recipe": asdict(spec),
     }
     t = time.perf_counter()
-    classifier = export_lib.ImageClassifier(extractor, head, labels, spec.image_size)
-    export_lib.export(classifier, serving_model_dir, metadata)
-    timings["export_seconds"] = time.perf_counter() - t
-    timings["total_seconds"] = time.perf_counter() - start
-    train_lib.save_history(result, model_run_dir)  # again, with the export time
+    try:
+        classifier = export_lib.ImageClassifier(extractor, head, labels, spec.image_size)
+        export_lib.export(classifier, serving_model_dir, metadata)
+        timings["export_seconds"] = time.perf_counter() - t
+        timings["total_seconds"] = time.perf_counter() - start
+    finally:  # a failed export still leaves the training curves
+        train_lib.save_history(result, model_run_dir)
     logger.info("trained %s: best epoch %s, val accuracy %s; %s", spec.backbone, result.best_epoch,
                 metadata["val_accuracy"], {k: round(v, 2) for k, v in timings.items()})
     return metadata
