@@ -1,4 +1,11 @@
-"""Place de Marche product-photo categorisation: a TFX pipeline, its components and serving tools.
+"""Place de Marche product categorisation: a TFX pipeline, its components and serving tools.
+
+One installed import package, ``placedemarche``, mapped onto the repository's top-level folders:
+``placedemarche.pipeline`` is ``pipeline/``, ``placedemarche.components`` is ``components/`` and
+``placedemarche.serving`` is ``serving/``. The folders keep their short names in the tree; the
+installed names cannot clash with other projects' generic ``pipeline`` / ``components`` / ``serving``
+packages (TFX's own templates install a top-level ``pipeline``), and every logger of the project is
+under ``placedemarche``.
 
 The dependency set is pinned in requirements-lock.txt (installed by scripts/install.sh); the
 requirements below are the direct ones, loose enough not to fight the lock.
@@ -6,15 +13,18 @@ requirements below are the direct ones, loose enough not to fight the lock.
 
 from setuptools import find_packages, setup
 
+FOLDERS = ("pipeline", "components", "serving")
+ROOT = "placedemarche"
+
 setup(
     name="placedemarche",
-    version="0.1.0",
-    description="Product categories from product photos: TFX pipeline, EfficientNet-B7 vs VGG19, "
-    "TF Serving, SHAP explanations",
+    version="0.2.0",
+    description="Product categories from product photos and listing text: TFX pipeline, EfficientNet-B7 "
+    "candidates vs VGG19, TF Serving, SHAP explanations",
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*",
-                                    "serving", "serving.*"]),
-    package_data={"pipeline": ["schema/*.pbtxt"]},
+    packages=[f"{ROOT}.{p}" for p in find_packages(include=[f for folder in FOLDERS for f in (folder, f"{folder}.*")])],
+    package_dir={f"{ROOT}.{folder}": folder for folder in FOLDERS},
+    package_data={f"{ROOT}.pipeline": ["schema/*.pbtxt"]},
     install_requires=[
         "tfx==1.16.0",
         "tensorflow==2.16.2",
@@ -32,5 +42,5 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={"test": ["pytest==8.3.3"]},
-    entry_points={"console_scripts": ["placedemarche=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["placedemarche=placedemarche.pipeline.cli:main"]},
 )

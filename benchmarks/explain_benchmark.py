@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def export_model(backbone: str, size: int, out: str) -> str:
-    from pipeline.trainer import backbones, export as export_lib, model as model_lib
+    from placedemarche.pipeline.trainer import backbones, export as export_lib, model as model_lib
 
     extractor, _ = backbones.build(backbone, size, "none", allow_random=True)
     head = model_lib.build_head(int(extractor.output_shape[-1]), 7, 256, 0.3, 0)
@@ -40,7 +40,7 @@ def export_model(backbone: str, size: int, out: str) -> str:
 def pictures(data_dir: str, n: int):
     files = sorted(glob.glob(os.path.join(data_dir, "Images", "*.jpg")))
     if not files:
-        from pipeline import sample_data
+        from placedemarche.pipeline import sample_data
 
         tmp = tempfile.mkdtemp()
         sample_data.make_sample(tmp, per_class=2, seed=0, show_progress=False)
@@ -62,7 +62,7 @@ def main() -> None:
 
     import numpy as np
 
-    from components.shap_explainer import explain
+    from placedemarche.components.shap_explainer import explain
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = export_model(args.backbone, args.image_size, os.path.join(tmp, "model"))

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 def child(data_dir: str, out_dir: str) -> None:
     """Runs the executor once and prints {seconds, rows, examples, peak_rss_mb} as JSON."""
     sys.path.insert(0, str(REPO))
-    from components.catalogue_example_gen import artifacts, component
+    from placedemarche.components.catalogue_example_gen import artifacts, component
 
     start = time.perf_counter()
     _, report_uri = component.run_executor(data_dir, out_dir)

@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     if not os.path.isdir(os.path.join(args.data, "Images")):
         sys.exit(f"no catalogue at {args.data} (it needs the CSV and Images/)")
-    from pipeline.cli import main as cli
+    from placedemarche.pipeline.cli import main as cli
 
     run_dir = args.output or tempfile.mkdtemp(prefix="pipeline-benchmark-")
     if os.path.exists(os.path.join(run_dir, "metadata.sqlite")):

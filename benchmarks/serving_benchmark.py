@@ -90,8 +90,8 @@ def main() -> None:
     import tensorflow as tf
 
     from benchmarks.explain_benchmark import export_model, pictures
-    from components.serving_pusher import push as push_lib
-    from serving import client as client_lib
+    from placedemarche.components.serving_pusher import push as push_lib
+    from placedemarche.serving import client as client_lib
 
     tmp = tempfile.mkdtemp(prefix="serving-benchmark-")
     model_dir = export_model(args.backbone, args.image_size, os.path.join(tmp, "model"))
@@ -99,7 +99,7 @@ def main() -> None:
     images = pictures(args.data, 8)
     rest_port, grpc_port = free_port(), free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "-q", "serve", "--local", "--model-base-path",
+        [sys.executable, "-m", "placedemarche.pipeline.cli", "-q", "serve", "--local", "--model-base-path",
          os.path.join(tmp, "serving", "product_category"), "--rest-port", str(rest_port), "--grpc-port", str(grpc_port)],
         cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = {"backbone": args.backbone, "image_size": args.image_size, "cpus": os.cpu_count(),

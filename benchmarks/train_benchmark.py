@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def ingest(data_dir: str, out: Path) -> Path:
-    from components.catalogue_example_gen import component
+    from placedemarche.components.catalogue_example_gen import component
 
     examples, _ = component.run_executor(data_dir, str(out))
     return Path(examples)
@@ -41,7 +41,7 @@ def raw_forward(backbone: str, image_size: int, batch_size: int, images: int = 9
     import numpy as np
     import tensorflow as tf
 
-    from pipeline.trainer import backbones
+    from placedemarche.pipeline.trainer import backbones
 
     extractor, _ = backbones.build(backbone, image_size, "none")
     step = tf.function(lambda x: extractor(x, training=False))
@@ -63,8 +63,8 @@ def main() -> None:
     if not Path(args.data).is_dir():
         raise SystemExit(f"no catalogue at {args.data}: pass --data (the real sample is ../shared/flipkart)")
 
-    from pipeline.config import load_config
-    from pipeline.trainer.trainer import TrainSpec, fit_and_export
+    from placedemarche.pipeline.config import load_config
+    from placedemarche.pipeline.trainer.trainer import TrainSpec, fit_and_export
 
     config = load_config(None, ["training.allow_random_weights=true"])
     work = Path(tempfile.mkdtemp(prefix="train-bench-"))

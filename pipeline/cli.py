@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from pipeline import config as config_lib
+from placedemarche.pipeline import config as config_lib
 
 logger = logging.getLogger("placedemarche")
 
@@ -56,7 +56,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_make_sample(args: argparse.Namespace) -> int:
-    from pipeline import sample_data  # heavy imports (pandas, PIL) only when needed
+    from placedemarche.pipeline import sample_data  # heavy imports (pandas, PIL) only when needed
 
     try:
         csv_path = sample_data.make_sample(
@@ -92,7 +92,7 @@ def _config_with_data(args: argparse.Namespace) -> config_lib.PipelineConfig:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from pipeline import local_runner
+    from placedemarche.pipeline import local_runner
 
     run_dir = os.path.abspath(args.output)
     cfg = local_runner.with_data(_config_with_data(args), run_dir, show_progress=not args.quiet)
@@ -149,7 +149,7 @@ def _print_ingestion(report: dict) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pipeline import local_runner
+    from placedemarche.pipeline import local_runner
 
     run_dir = os.path.abspath(args.output)
     cfg = _config_with_data(args)
@@ -203,7 +203,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_review(args: argparse.Namespace) -> int:
-    from pipeline import review as review_lib
+    from placedemarche.pipeline import review as review_lib
 
     cfg = config_lib.load_config(args.config, args.overrides)
     run_dir = os.path.abspath(args.output)
@@ -217,7 +217,7 @@ def _cmd_review(args: argparse.Namespace) -> int:
 
 
 def _cmd_override(args: argparse.Namespace) -> int:
-    from pipeline import review as review_lib
+    from placedemarche.pipeline import review as review_lib
 
     cfg = config_lib.load_config(args.config, args.overrides)
     action = review_lib.PUSH if args.push else review_lib.ROLLBACK
@@ -235,8 +235,8 @@ def _cmd_override(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from components.shap_explainer import executor as explain_executor
-    from components.shap_explainer import report
+    from placedemarche.components.shap_explainer import executor as explain_executor
+    from placedemarche.components.shap_explainer import report
 
     cfg = config_lib.load_config(args.config, args.overrides)
     settings = {"masker": args.masker or cfg.explain.masker, "max_evals": args.max_evals or cfg.explain.max_evals,
@@ -272,7 +272,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    from pipeline import kubeflow
+    from placedemarche.pipeline import kubeflow
 
     cfg = config_lib.load_config(args.config, args.overrides)
     result = kubeflow.compile_pipeline(cfg, args.output)
@@ -286,7 +286,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 def _cmd_fetch_weights(args: argparse.Namespace) -> int:
     import keras
 
-    from pipeline.trainer import backbones
+    from placedemarche.pipeline.trainer import backbones
 
     for name in args.backbones:
         try:
@@ -333,7 +333,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                    f"--rest_api_port={rest_port}", "--enable_batching=true"]
         print("running TensorFlow Serving: " + " ".join(command), flush=True)
         os.execv(binary, command)
-    from serving.server import LocalServer
+    from placedemarche.serving.server import LocalServer
 
     print("tensorflow_model_server is not on PATH: starting the LOCAL STAND-IN server (Python; TF Serving's "
           "REST and gRPC APIs for this model, not TF Serving itself)", file=sys.stderr, flush=True)
@@ -354,7 +354,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from serving import client as client_lib
+    from placedemarche.serving import client as client_lib
 
     host, _, port = args.server.rpartition(":")
     if not host or not port.isdigit():
@@ -384,7 +384,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_serving_config(args: argparse.Namespace) -> int:
-    from serving import tfs_config
+    from placedemarche.serving import tfs_config
 
     cfg = config_lib.load_config(args.config, args.overrides)
     if args.out:
@@ -405,9 +405,9 @@ def _cmd_serving_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from components.catalogue_example_gen import artifacts as eg_artifacts
-    from components.data_gate import anomalies as anomalies_lib
-    from pipeline import local_runner, outputs, pipeline as pipeline_lib, schema_tools
+    from placedemarche.components.catalogue_example_gen import artifacts as eg_artifacts
+    from placedemarche.components.data_gate import anomalies as anomalies_lib
+    from placedemarche.pipeline import local_runner, outputs, pipeline as pipeline_lib, schema_tools
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
     run_dir = os.path.abspath(args.work_dir)
@@ -694,8 +694,8 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for name in ("placedemarche", "pipeline", "components"):
-        logging.getLogger(name).setLevel(level)
+    # One root package: every module of ours (pipeline, components, serving) logs under it.
+    logging.getLogger("placedemarche").setLevel(level)
     absl_logger = logging.getLogger("absl")
     if verbose:
         absl_logger.removeFilter(_UNSAVED_GRADIENTS_FILTER)

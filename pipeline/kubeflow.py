@@ -24,8 +24,8 @@ from typing import Any, Dict, List
 
 import yaml
 
-from pipeline import pipeline as pipeline_lib
-from pipeline.config import ConfigError, PipelineConfig
+from placedemarche.pipeline import pipeline as pipeline_lib
+from placedemarche.pipeline.config import ConfigError, PipelineConfig
 
 GPU_STEPS = pipeline_lib.TRAINERS
 DEFAULT_DATA_DIR = "gs://CHANGE-ME/catalogue"  # runtime parameter defaults when the config has none

@@ -19,16 +19,16 @@ from typing import Any, Dict, Optional, Sequence
 
 from tfx import v1 as tfx
 
-from components.catalogue_example_gen import artifacts as eg_artifacts
-from components.catalogue_example_gen import catalogue
-from components.model_gate import executor as gate_executor
-from components.model_gate import predict
-from components.serving_pusher import executor as pusher_executor
-from components.data_gate import anomalies as anomalies_lib
-from pipeline import outputs
-from pipeline import pipeline as pipeline_lib
-from pipeline import sample_data
-from pipeline.config import PipelineConfig
+from placedemarche.components.catalogue_example_gen import artifacts as eg_artifacts
+from placedemarche.components.catalogue_example_gen import catalogue
+from placedemarche.components.model_gate import executor as gate_executor
+from placedemarche.components.model_gate import predict
+from placedemarche.components.serving_pusher import executor as pusher_executor
+from placedemarche.components.data_gate import anomalies as anomalies_lib
+from placedemarche.pipeline import outputs
+from placedemarche.pipeline import pipeline as pipeline_lib
+from placedemarche.pipeline import sample_data
+from placedemarche.pipeline.config import PipelineConfig
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def _completed_output(node: Optional[outputs.NodeRun], key: str) -> Optional[str
 
 def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
     """Each node's latest state and time, and what each Trainer produced, from the metadata store."""
-    from pipeline.trainer import export as export_lib
+    from placedemarche.pipeline.trainer import export as export_lib
 
     store = outputs.open_store(str(metadata_path(run_dir)))
     nodes = []

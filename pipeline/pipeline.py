@@ -22,14 +22,14 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.dsl.components.base import base_node
 
-from components.catalogue_example_gen.component import CatalogueExampleGen, fingerprint
-from components.data_gate.component import DataValidationGate
-from components.infra_validator.component import LocalInfraValidator
-from components.model_gate import tfma_eval
-from components.model_gate.component import ModelGate
-from components.serving_pusher.component import ServingPusher
-from components.shap_explainer.component import ShapExplainer
-from pipeline.config import PipelineConfig
+from placedemarche.components.catalogue_example_gen.component import CatalogueExampleGen, fingerprint
+from placedemarche.components.data_gate.component import DataValidationGate
+from placedemarche.components.infra_validator.component import LocalInfraValidator
+from placedemarche.components.model_gate import tfma_eval
+from placedemarche.components.model_gate.component import ModelGate
+from placedemarche.components.serving_pusher.component import ServingPusher
+from placedemarche.components.shap_explainer.component import ShapExplainer
+from placedemarche.pipeline.config import PipelineConfig
 
 # Node ids, used by the runners and the summaries to find each stage's outputs.
 EXAMPLE_GEN = "CatalogueExampleGen"
@@ -50,12 +50,12 @@ ALL_NODES = DATA_STAGES + TRAINERS + (EVALUATOR, MODEL_GATE, INFRA_VALIDATOR, PU
 # The TF Serving release matching the TF the models are exported with (TFX InfraValidator option).
 TF_SERVING_TAG = "2.16.1"
 # The Trainer entry point is named, not uploaded: the project is installed in the pipeline image.
-TRAINER_RUN_FN = "pipeline.trainer.run_fn.run_fn"
+TRAINER_RUN_FN = "placedemarche.pipeline.trainer.run_fn.run_fn"
 
 
 def default_schema_file() -> str:
     """The curated schema shipped with the package (``pipeline/schema/schema.pbtxt``)."""
-    return str(resources.files("pipeline") / "schema" / "schema.pbtxt")
+    return str(resources.files("placedemarche.pipeline") / "schema" / "schema.pbtxt")
 
 
 def create_pipeline(

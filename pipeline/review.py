@@ -22,14 +22,14 @@ from typing import Any, Dict, List, Optional
 
 from ml_metadata.proto import metadata_store_pb2
 
-from components.infra_validator import executor as infra_executor
-from components.model_gate import executor as gate_executor
-from components.model_gate import predict
-from components.serving_pusher import executor as pusher_executor
-from components.serving_pusher import push as push_lib
-from pipeline import outputs
-from pipeline import pipeline as pipeline_lib
-from pipeline.config import PipelineConfig
+from placedemarche.components.infra_validator import executor as infra_executor
+from placedemarche.components.model_gate import executor as gate_executor
+from placedemarche.components.model_gate import predict
+from placedemarche.components.serving_pusher import executor as pusher_executor
+from placedemarche.components.serving_pusher import push as push_lib
+from placedemarche.pipeline import outputs
+from placedemarche.pipeline import pipeline as pipeline_lib
+from placedemarche.pipeline.config import PipelineConfig
 
 REVIEW_DIR = "review"
 HTML_FILE = "index.html"
@@ -93,7 +93,7 @@ def _store(run_dir: Path):
 
 
 def _model_review(store, config, node_id, gate_metrics, tfma_metrics, labels) -> Dict[str, Any]:
-    from pipeline.trainer import export as export_lib
+    from placedemarche.pipeline.trainer import export as export_lib
 
     source = tfma_metrics or gate_metrics
     matrix = source["confusion_matrix"]

@@ -12,7 +12,7 @@ from typing import Iterable
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
-from components.catalogue_example_gen import transform
+from placedemarche.components.catalogue_example_gen import transform
 
 # Every example has exactly one value of these; the others may be absent (no brand, no price).
 REQUIRED = (

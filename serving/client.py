@@ -1,6 +1,6 @@
 """Clients of the served model: one class per protocol (REST, gRPC), the same interface.
 
-    from serving.client import ClientConfig, RestClient, GrpcClient
+    from placedemarche.serving.client import ClientConfig, RestClient, GrpcClient
     client = GrpcClient(ClientConfig("localhost", 8500))
     client.wait_until_ready(timeout_s=60)
     result = client.predict([open("shoe.jpg", "rb").read()])

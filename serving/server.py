@@ -35,7 +35,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from serving.models import ModelStore, ServingError
+from placedemarche.serving.models import ModelStore, ServingError
 
 logger = logging.getLogger(__name__)
 

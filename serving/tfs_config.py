@@ -16,7 +16,7 @@ from typing import Dict, List
 
 from google.protobuf import text_format
 
-from pipeline.config import PipelineConfig
+from placedemarche.pipeline.config import PipelineConfig
 
 MODELS_CONFIG = "models.config"
 BATCHING_CONFIG = "batching.config"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import sample_data
+from placedemarche.pipeline import sample_data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLIPKART_DIR = REPO_ROOT.parent / "shared" / "flipkart"
@@ -34,7 +34,7 @@ def sample_examples(tmp_path_factory) -> Path:
 
     Runs CatalogueExampleGen's executor directly (no orchestration) to keep the trainer tests fast.
     """
-    from components.catalogue_example_gen import component
+    from placedemarche.components.catalogue_example_gen import component
 
     root = tmp_path_factory.mktemp("sample_examples")
     sample_data.make_sample(root / "data", per_class=20, seed=11, show_progress=False)

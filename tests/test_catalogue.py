@@ -8,8 +8,8 @@ import io
 
 import pytest
 
-from components.catalogue_example_gen import catalogue
-from components.catalogue_example_gen.catalogue import Columns, assign_split, parse_category, read_catalogue
+from placedemarche.components.catalogue_example_gen import catalogue
+from placedemarche.components.catalogue_example_gen.catalogue import Columns, assign_split, parse_category, read_catalogue
 
 
 def test_parse_category_levels():
@@ -95,7 +95,7 @@ def test_parse_float_and_top_reasons():
 
 
 def test_small_classes_are_reported_not_a_crash():
-    from components.catalogue_example_gen.executor import summarise
+    from placedemarche.components.catalogue_example_gen.executor import summarise
 
     counts = [["train", "Toys", 3], ["train", "Watches", 5], ["eval", "Watches", 2], ["test", "Watches", 2]]
     summary = summarise(12, counts, [], "x.csv")

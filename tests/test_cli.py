@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import build_parser, main
+from placedemarche.pipeline.cli import build_parser, main
 
 
 def _subcommands():
@@ -20,7 +20,7 @@ def _subcommands():
 
 def test_help_lists_every_subcommand():
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "placedemarche.pipeline.cli", "--help"], capture_output=True, text=True, check=True
     )
     for name in _subcommands():
         assert name in result.stdout
@@ -74,7 +74,7 @@ def test_unsaved_gradient_load_warning_is_dropped_unless_verbose():
     """Models are exported without custom gradients on purpose; their loads must not warn users."""
     import logging
 
-    from pipeline import cli
+    from placedemarche.pipeline import cli
 
     absl_logger = logging.getLogger("absl")
 
@@ -97,8 +97,8 @@ def test_unsaved_gradient_load_warning_is_dropped_unless_verbose():
 def test_quiet_turns_progress_off_for_the_command_only(monkeypatch):
     import os
 
-    from pipeline import cli
-    from pipeline.trainer import train
+    from placedemarche.pipeline import cli
+    from placedemarche.pipeline.trainer import train
 
     seen = []
     monkeypatch.setattr(cli, "_cmd_config", lambda args: seen.append(os.environ.get(train.NO_PROGRESS_ENV)) or 0)

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from pipeline.config import ConfigError, PipelineConfig, describe_keys, dump_yaml, load_config
+from placedemarche.pipeline.config import ConfigError, PipelineConfig, describe_keys, dump_yaml, load_config
 
 
 def test_defaults_are_the_proof_of_concept_recipe():

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import local_runner, outputs, pipeline as pipeline_lib, sample_data
-from pipeline.cli import main
+from placedemarche.pipeline import local_runner, outputs, pipeline as pipeline_lib, sample_data
+from placedemarche.pipeline.cli import main
 
 pytestmark = pytest.mark.e2e
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.serving_pusher import push as push_lib
-from pipeline import local_runner, outputs, pipeline as pipeline_lib, review as review_lib, sample_data
-from pipeline.cli import main
-from pipeline.config import load_config
+from placedemarche.components.serving_pusher import push as push_lib
+from placedemarche.pipeline import local_runner, outputs, pipeline as pipeline_lib, review as review_lib, sample_data
+from placedemarche.pipeline.cli import main
+from placedemarche.pipeline.config import load_config
 
 SMALL = [
     "--set", "candidate.backbone=efficientnet_b0", "--set", "candidate.image_size=48",

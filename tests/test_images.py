@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.catalogue_example_gen.images import ImageRejected, normalise_image
+from placedemarche.components.catalogue_example_gen.images import ImageRejected, normalise_image
 
 
 def _picture(width=120, height=80) -> Image.Image:

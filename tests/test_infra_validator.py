@@ -10,11 +10,11 @@ import keras
 import pytest
 import tensorflow as tf
 
-from components.infra_validator import executor as infra_executor
-from components.infra_validator import warmup
-from components.serving_pusher import push as push_lib
-from pipeline.trainer import export as export_lib
-from pipeline.trainer import model as model_lib
+from placedemarche.components.infra_validator import executor as infra_executor
+from placedemarche.components.infra_validator import warmup
+from placedemarche.components.serving_pusher import push as push_lib
+from placedemarche.pipeline.trainer import export as export_lib
+from placedemarche.pipeline.trainer import model as model_lib
 
 LABELS = ["a", "b", "c"]
 

@@ -15,11 +15,11 @@ from PIL import Image
 from tensorflow_metadata.proto.v0 import schema_pb2
 from google.protobuf import text_format
 
-from components.catalogue_example_gen import catalogue
-from components.data_gate import anomalies as anomalies_lib
-from pipeline import local_runner, outputs, pipeline as pipeline_lib, sample_data
-from pipeline.cli import main
-from pipeline.config import load_config
+from placedemarche.components.catalogue_example_gen import catalogue
+from placedemarche.components.data_gate import anomalies as anomalies_lib
+from placedemarche.pipeline import local_runner, outputs, pipeline as pipeline_lib, sample_data
+from placedemarche.pipeline.cli import main
+from placedemarche.pipeline.config import load_config
 
 # The defect sample has 42 clean rows and 11 defect rows, 7 of them refused (13 %).
 LENIENT = ["--set", "data.max_quarantine_fraction=0.2"]

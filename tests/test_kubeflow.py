@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pipeline import kubeflow, pipeline as pipeline_lib
-from pipeline.cli import main
-from pipeline.config import ConfigError, load_config
+from placedemarche.pipeline import kubeflow, pipeline as pipeline_lib
+from placedemarche.pipeline.cli import main
+from placedemarche.pipeline.config import ConfigError, load_config
 
 ARGS = ["--set", "runner.pipeline_root=gs://bucket/placedemarche", "--set", "runner.image=europe-docker.pkg.dev/p/r/placedemarche:1.0",
         "--set", "runner.node_selector=cloud.google.com/gke-accelerator=nvidia-l4",
@@ -47,7 +47,7 @@ def test_every_step_runs_the_project_image(compiled):
     images = {e["container"]["image"] for e in executors.values() if "container" in e}
     assert images == {"europe-docker.pkg.dev/p/r/placedemarche:1.0"}
     run_fn = spec["root"]["dag"]["tasks"][pipeline_lib.CANDIDATE_TRAINER]["inputs"]["parameters"]["run_fn"]
-    assert run_fn == {"runtimeValue": {"constant": "pipeline.trainer.run_fn.run_fn"}}  # named, not uploaded
+    assert run_fn == {"runtimeValue": {"constant": "placedemarche.pipeline.trainer.run_fn.run_fn"}}  # named, not uploaded
     gen_args = " ".join(executors["CatalogueExampleGen_executor"]["container"]["args"])
     assert "--runner=DataflowRunner" in gen_args
 

@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from pipeline.config import load_config
-from serving import tfs_config
+from placedemarche.pipeline.config import load_config
+from placedemarche.serving import tfs_config
 
 ROOT = Path(__file__).resolve().parents[1] / "kubernetes" / "serving"
 K8S_VERSION = "1.30.0"

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from components.model_gate.decision import decide, mcnemar, model_metrics
+from placedemarche.components.model_gate.decision import decide, mcnemar, model_metrics
 
 LABELS = ["Baby Care", "Computers", "Watches"]
 
@@ -104,7 +104,7 @@ def test_required_significance_refuses_a_small_gain():
 
 
 def test_metrics_and_mcnemar_from_tfma_style_inputs_equal_the_per_example_ones():
-    from components.model_gate.decision import metrics_from_confusion, mcnemar_from_counts
+    from placedemarche.components.model_gate.decision import metrics_from_confusion, mcnemar_from_counts
 
     rng = np.random.default_rng(3)
     y = rng.integers(0, 4, 60)
@@ -122,8 +122,8 @@ def test_metrics_and_mcnemar_from_tfma_style_inputs_equal_the_per_example_ones()
 
 
 def test_gate_refuses_tfma_results_that_disagree_with_each_other():
-    from components.model_gate.executor import check_consistency
-    from components.model_gate.decision import metrics_from_confusion
+    from placedemarche.components.model_gate.executor import check_consistency
+    from placedemarche.components.model_gate.decision import metrics_from_confusion
 
     labels = ["a", "b"]
     cand = metrics_from_confusion([[3, 1], [0, 4]], labels)  # 7 of 8 right

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import local_runner, outputs, pipeline as pipeline_lib, sample_data
-from pipeline.cli import main
+from placedemarche.pipeline import local_runner, outputs, pipeline as pipeline_lib, sample_data
+from placedemarche.pipeline.cli import main
 
 SMALL = [
     "--set", "candidate.backbone=efficientnet_b0", "--set", "candidate.image_size=48",
@@ -66,7 +66,7 @@ def test_run_trains_both_models(small_run, first_run):
 def _test_outcomes(small_run, model_dir):
     """The model's probabilities and true class ids on the test split, computed here, independently
     of TFMA (through ``serving_examples``, as TF Serving and the Evaluator call it)."""
-    from components.model_gate import predict
+    from placedemarche.components.model_gate import predict
 
     files = sorted((small_run / "run" / "pipeline" / "CatalogueExampleGen").glob("examples/*/Split-test/*.gz"))
     assert files, "no test split was written"

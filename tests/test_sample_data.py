@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image, UnidentifiedImageError
 
-from pipeline import sample_data
-from pipeline.cli import main
+from placedemarche.pipeline import sample_data
+from placedemarche.pipeline.cli import main
 
 # The pandas dtypes of flipkart_com-ecommerce_sample_1050.csv, read with plain pd.read_csv.
 REAL_DTYPES = {

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.infra_validator import warmup
-from components.serving_pusher import push as push_lib
-from pipeline.cli import main
-from pipeline.trainer import export as export_lib
-from pipeline.trainer import model as model_lib
-from serving import client as client_lib
-from serving.server import LocalServer
+from placedemarche.components.infra_validator import warmup
+from placedemarche.components.serving_pusher import push as push_lib
+from placedemarche.pipeline.cli import main
+from placedemarche.pipeline.trainer import export as export_lib
+from placedemarche.pipeline.trainer import model as model_lib
+from placedemarche.serving import client as client_lib
+from placedemarche.serving.server import LocalServer
 
 NAME = "product_category"
 LABELS = ["Baby Care", "Computers", "Watches"]

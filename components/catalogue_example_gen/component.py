@@ -20,7 +20,7 @@ from tfx.types import standard_artifacts
 from tfx import types
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.catalogue_example_gen import artifacts, executor
+from placedemarche.components.catalogue_example_gen import artifacts, executor
 
 
 class CatalogueExampleGenSpec(ComponentSpec):

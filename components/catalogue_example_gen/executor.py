@@ -16,7 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
-from components.catalogue_example_gen import artifacts, catalogue, transform
+from placedemarche.components.catalogue_example_gen import artifacts, catalogue, transform
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import apache_beam as beam
 import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 
-from components.catalogue_example_gen import catalogue, images
+from placedemarche.components.catalogue_example_gen import catalogue, images
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec
 
-from components.data_gate import executor
+from placedemarche.components.data_gate import executor
 
 
 class DataValidation(Artifact):

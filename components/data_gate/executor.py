@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components.data_gate import anomalies as anomalies_lib
+from placedemarche.components.data_gate import anomalies as anomalies_lib
 
 ANOMALIES_KEY = "anomalies"
 RESULT_KEY = "result"

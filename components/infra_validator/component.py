@@ -20,7 +20,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.infra_validator import executor
+from placedemarche.components.infra_validator import executor
 
 
 class LocalInfraValidatorSpec(ComponentSpec):

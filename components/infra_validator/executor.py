@@ -14,8 +14,8 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components.infra_validator import warmup
-from components.model_gate import predict
+from placedemarche.components.infra_validator import warmup
+from placedemarche.components.model_gate import predict
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Executor(base_executor.BaseExecutor):
 
 def run_probe(model_dir: str, budget_ms: float, result_path: str, timeout_seconds: int) -> Dict[str, Any]:
     """Runs ``probe`` in a new interpreter; returns its result (a failure result if it crashed)."""
-    command = [sys.executable, "-m", "components.infra_validator.probe", model_dir,
+    command = [sys.executable, "-m", "placedemarche.components.infra_validator.probe", model_dir,
                "--budget-ms", str(budget_ms), "--out", result_path]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_seconds)

@@ -29,7 +29,7 @@ import numpy as np
 def probe(model_dir: str, budget_ms: float) -> Dict[str, Any]:
     import tensorflow as tf
 
-    from components.infra_validator import warmup
+    from placedemarche.components.infra_validator import warmup
 
     result: Dict[str, Any] = {"model": model_dir, "latency_budget_ms": budget_ms, "problems": []}
     problems: List[str] = result["problems"]

@@ -18,7 +18,7 @@ from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.model_gate import executor
+from placedemarche.components.model_gate import executor
 
 
 class ModelComparison(Artifact):

@@ -20,9 +20,9 @@ from typing import Any, Dict, List
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components.model_gate import decision as decision_lib
-from components.model_gate import predict
-from components.model_gate import tfma_eval
+from placedemarche.components.model_gate import decision as decision_lib
+from placedemarche.components.model_gate import predict
+from placedemarche.components.model_gate import tfma_eval
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import List
 
 import tensorflow as tf
 
-from pipeline.trainer import export as export_lib
+from placedemarche.pipeline.trainer import export as export_lib
 
 
 def serving_dir(model_uri: str) -> str:

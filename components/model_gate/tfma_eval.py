@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Sequence
 
 import tensorflow_model_analysis as tfma
 
-from components.model_gate import decision as decision_lib
-from components.model_gate import tfma_paired
+from placedemarche.components.model_gate import decision as decision_lib
+from placedemarche.components.model_gate import tfma_paired
 
 CANDIDATE = "candidate"
 BASELINE = "baseline"

@@ -14,8 +14,8 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components.model_gate import predict
-from components.serving_pusher import push as push_lib
+from placedemarche.components.model_gate import predict
+from placedemarche.components.serving_pusher import push as push_lib
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.shap_explainer import executor
+from placedemarche.components.shap_explainer import executor
 
 
 class Explanation(Artifact):

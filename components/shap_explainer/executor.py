@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Tuple
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components.model_gate import predict as predict_lib
-from components.shap_explainer import explain, report
+from placedemarche.components.model_gate import predict as predict_lib
+from placedemarche.components.shap_explainer import explain, report
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def pick_examples(file_patterns: List[str], per_class: int) -> List[Tuple[str, s
 def explain_items(model_dir: str, pictures: List[Tuple[str, str, bytes, str]], settings: Dict[str, Any],
                   progress=None) -> Tuple[List[report.Item], List[str], explain.Explainer]:
     """Explains ``(id, true label or None, image bytes, source)`` pictures with the model in ``model_dir``."""
-    from pipeline.trainer import export as export_lib
+    from placedemarche.pipeline.trainer import export as export_lib
 
     metadata = export_lib.read_metadata(model_dir)
     labels = predict_lib.read_labels(model_dir)

@@ -211,7 +211,7 @@ def decode(image_bytes: bytes, image_size: int) -> np.ndarray:
     """The served model's own decoding and resizing of one picture → ``[size, size, 3]`` float 0..255."""
     import tensorflow as tf
 
-    from pipeline.trainer import model as model_lib
+    from placedemarche.pipeline.trainer import model as model_lib
 
     try:
         return model_lib.decode_and_resize(tf.constant(image_bytes), image_size).numpy()

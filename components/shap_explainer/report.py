@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from components.shap_explainer.explain import Explanation
+from placedemarche.components.shap_explainer.explain import Explanation
 
 VALUES_FILE = "shap_values.npz"
 INDEX_FILE = "index.json"

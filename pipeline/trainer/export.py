@@ -26,7 +26,7 @@ from typing import Dict, Sequence
 import keras
 import tensorflow as tf
 
-from pipeline.trainer import model as model_lib
+from placedemarche.pipeline.trainer import model as model_lib
 
 SERVING_DEFAULT = "serving_default"
 SERVING_EXAMPLES = "serving_examples"

@@ -1,4 +1,4 @@
-"""The TFX Trainer entry point (``Trainer(run_fn="pipeline.trainer.run_fn.run_fn")``)."""
+"""The TFX Trainer entry point (``Trainer(run_fn="placedemarche.pipeline.trainer.run_fn.run_fn")``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import List, Optional
 from tfx import v1 as tfx
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline.trainer.trainer import TrainSpec, fit_and_export
+from placedemarche.pipeline.trainer.trainer import TrainSpec, fit_and_export
 
 
 def _label_domain(schema_path: Optional[str]) -> Optional[List[str]]:

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from pipeline.trainer import model as model_lib
+from placedemarche.pipeline.trainer import model as model_lib
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.trainer import backbones, export as export_lib, model as model_lib, train as train_lib
+from placedemarche.pipeline.trainer import backbones, export as export_lib, model as model_lib, train as train_lib
 
 logger = logging.getLogger(__name__)
 
