@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def export_model(backbone: str, size: int, out: str) -> str:
-    from placedemarche.pipeline.trainer import backbones, export as export_lib, model as model_lib
+    from placedemarche.components.trainer import backbones, export as export_lib, model as model_lib
 
     extractor, _ = backbones.build(backbone, size, "none", allow_random=True)
     head = model_lib.build_head(int(extractor.output_shape[-1]), 7, 256, 0.3, 0)

@@ -41,7 +41,7 @@ def raw_forward(backbone: str, image_size: int, batch_size: int, images: int = 9
     import numpy as np
     import tensorflow as tf
 
-    from placedemarche.pipeline.trainer import backbones
+    from placedemarche.components.trainer import backbones
 
     extractor, _ = backbones.build(backbone, image_size, "none")
     step = tf.function(lambda x: extractor(x, training=False))
@@ -64,7 +64,7 @@ def main() -> None:
         raise SystemExit(f"no catalogue at {args.data}: pass --data (the real sample is ../shared/flipkart)")
 
     from placedemarche.pipeline.config import load_config
-    from placedemarche.pipeline.trainer.trainer import TrainSpec, fit_and_export
+    from placedemarche.components.trainer.trainer import TrainSpec, fit_and_export
 
     config = load_config(None, ["training.allow_random_weights=true"])
     work = Path(tempfile.mkdtemp(prefix="train-bench-"))

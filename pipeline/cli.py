@@ -171,35 +171,54 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"run folder: {run_dir}")
-        for node in report["nodes"]:
-            seconds = f"{node['seconds']:>7.1f} s" if node["seconds"] is not None else ""
-            print(f"  {node['node']:<22} {node['state']:<10} {seconds}")
-        for role, model in report["models"].items():
-            accuracy = model["val_accuracy"]
-            print(f"{role}: {model['backbone']} ({model['weights']}), best epoch {model['best_epoch']} of "
-                  f"{model['epochs_run']}, validation accuracy "
-                  f"{'n/a' if accuracy is None else f'{accuracy:.3f}'}\n  model: {model['model']}")
-        gate = report["gate"]
-        if gate:
-            print(f"test split ({gate['test_examples']} examples): candidate accuracy "
-                  f"{gate['candidate_accuracy']:.3f}, baseline {gate['baseline_accuracy']:.3f}, "
-                  f"McNemar p = {gate['mcnemar_p_value']:.3g}")
-            for check in gate["checks"]:
-                print(f"  [{'pass' if check['passed'] else 'FAIL'}] {check['explanation']}")
-            print(f"decision: {'BLESSED' if gate['blessed'] else 'NOT blessed'} ({gate['comparison']})")
-        pushed = report["pushed"]
-        if pushed and "version" in pushed:
-            print(f"pushed: version {pushed['version']} -> {pushed['destination']}")
-        elif pushed is not None:
-            print(f"pushed: nothing ({pushed['reason']})")
-        if report.get("explanations"):
-            print(f"explanations: {report['explanations']['images']} pictures, {report['explanations']['html']}")
-        if report["gate"]:
-            print(f"review: placedemarche review --output {run_dir}")
-        if failure:
-            print(f"\nFAILED: {failure}", file=sys.stderr)
+        _print_run(report)
     return EXIT_OK if failure is None else EXIT_FAILED
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _print_run(report: dict) -> None:
+    print(f"run folder: {report['run_dir']}")
+    for node in report["nodes"]:
+        seconds = f"{node['seconds']:>7.1f} s" if node["seconds"] is not None else ""
+        print(f"  {node['node']:<28} {node['state']:<10} {seconds}")
+    for node, f in report["features"].items():
+        rate = (f.get("timings") or {}).get("pictures_per_second")
+        print(f"{node}: {f['backbone']} ({f['weights']}), {f['rows']} pictures, {f['views']} view(s), "
+              f"{_fmt(rate, 2)} backbone passes/s")
+    base = report["baseline"]
+    if base:
+        print(f"baseline: {base['backbone']} ({base['weights']}), best epoch {base['best_epoch']} of "
+              f"{base['epochs_run']}, validation accuracy {_fmt(base['val_accuracy'])}")
+    gate = report["gate"]
+    if report["candidates"]:
+        where = f"test split, {gate['test_examples']} examples; baseline {gate['baseline_accuracy']:.3f}" if gate else "test split"
+        print(f"candidates ({where}):")
+        for c in report["candidates"]:
+            reads = (c.get("backbone") or "?") + (" + " + "/".join(c["text_columns"]) if c.get("text_columns") else "")
+            verdict = {True: "BLESSED", False: "not blessed", None: "not evaluated"}[c["blessed"]]
+            print(f"  {c['name']:<14} {reads:<42} val {_fmt(c.get('val_accuracy'))}  test {_fmt(c['test_accuracy'])}  "
+                  f"{verdict:<13} infra {c['infra_validation'] or 'not run'}{'  PUSHED' if c['pushed'] else ''}")
+            for check in c["checks"]:
+                if not check["passed"]:
+                    print(f"      [FAIL] {check['explanation']}")
+    if gate:
+        print(f"{gate['candidate']} vs baseline: McNemar p = {gate['mcnemar_p_value']:.3g} ({gate['comparison']})")
+    pushed = report["pushed"]
+    if pushed and "version" in pushed:
+        print(f"pushed: {pushed['candidate']} as version {pushed['version']} -> {pushed['destination']}")
+        print(f"  why: {pushed['selection']}")
+    elif pushed is not None:
+        print(f"pushed: nothing ({pushed['reason']})")
+    if report.get("explanations"):
+        e = report["explanations"]
+        print(f"explanations: {e['images']} pictures of {e.get('candidate') or 'the candidate'}, {e['html']}")
+    if report["candidates"] and any(c["blessed"] is not None for c in report["candidates"]):
+        print(f"review: placedemarche review --output {report['run_dir']}")
+    if report.get("failure"):
+        print(f"\nFAILED: {report['failure']}", file=sys.stderr)
 
 
 def _cmd_review(args: argparse.Namespace) -> int:
@@ -223,13 +242,14 @@ def _cmd_override(args: argparse.Namespace) -> int:
     action = review_lib.PUSH if args.push else review_lib.ROLLBACK
     try:
         record = review_lib.record_override(cfg, os.path.abspath(args.output), action, args.reason,
-                                            user=args.user, rollback_to=args.rollback_to)
+                                            user=args.user, rollback_to=args.rollback_to, candidate=args.candidate)
     except review_lib.ReviewError as e:
         raise UserError(str(e)) from e
     if args.json:
         print(json.dumps(record, indent=2))
     else:
-        print(f"{record['action']} by {record['user']}: {record['source']} is now version "
+        what = f" of candidate {record['candidate']}" if record.get("candidate") else ""
+        print(f"{record['action']}{what} by {record['user']}: {record['source']} is now version "
               f"{record['served_version']} ({record['destination']}); recorded in the metadata store")
     return EXIT_OK
 
@@ -286,7 +306,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 def _cmd_fetch_weights(args: argparse.Namespace) -> int:
     import keras
 
-    from placedemarche.pipeline.trainer import backbones
+    from placedemarche.components.trainer import backbones
 
     for name in args.backbones:
         try:
@@ -539,8 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
         "override",
         help="a reviewer's decision: push a model that was not blessed, or roll the served version back",
         description=(
-            "Publishes the run's candidate as the next served version although it was not blessed "
-            "(--push), or publishes an earlier version's content again as the next version "
+            "Publishes a candidate of the run (--candidate NAME, default the best one by test accuracy) as "
+            "the next served version although it was not blessed (--push), or publishes an earlier version's content again as the next version "
             "(--rollback-to N; TF Serving serves the highest version, nothing is deleted). The "
             "decision, who took it and why are stored in RUN_DIR's metadata store and shown by "
             "'placedemarche review'."
@@ -548,7 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", required=True, metavar="RUN_DIR", help="the run folder")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--push", action="store_true", help="push the run's candidate")
+    what.add_argument("--push", action="store_true", help="push a candidate of the run")
+    p.add_argument("--candidate", metavar="NAME", help="with --push: which candidate (default: the best one)")
     what.add_argument("--rollback-to", type=int, metavar="VERSION", help="serve this earlier version again")
     p.add_argument("--reason", required=True, help="why (stored with the decision)")
     p.add_argument("--user", help="who decides (default: $USER)")
@@ -673,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
 class _UnsavedGradientsFilter(logging.Filter):
     """Drops TensorFlow's "Importing a function ... with ops with unsaved custom gradients" warning.
 
-    Models are exported without custom gradients on purpose (``pipeline/trainer/export.py``:
+    Models are exported without custom gradients on purpose (``components/trainer/export.py``:
     nothing differentiates a served model), so every load of one would otherwise warn that taking a
     gradient "will likely fail". Shown with --verbose.
     """
@@ -683,7 +704,7 @@ class _UnsavedGradientsFilter(logging.Filter):
 
 
 _UNSAVED_GRADIENTS_FILTER = _UnsavedGradientsFilter()
-_NO_PROGRESS_ENV = "PLACEDEMARCHE_NO_PROGRESS"  # pipeline.trainer.train.NO_PROGRESS_ENV (not imported: TF)
+_NO_PROGRESS_ENV = "PLACEDEMARCHE_NO_PROGRESS"  # components.trainer.train.NO_PROGRESS_ENV (not imported: TF)
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:

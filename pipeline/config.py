@@ -21,7 +21,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
@@ -139,6 +139,55 @@ class ModelConfig:
         min=1,
         max=64,
     )
+
+
+TEXT_COLUMNS: Tuple[str, ...] = ("product_name", "description", "brand")  # text features ingestion writes
+_CANDIDATE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+NO_BACKBONE = "none"
+
+
+@dataclass(frozen=True)
+class CandidateConfig(ModelConfig):
+    """One named candidate: an image backbone (or none) and the listing's text columns it reads.
+
+    The image part is :class:`ModelConfig` (the proof of concept's head on frozen features); with
+    text columns, a text classifier (TF-IDF over word and character n-grams, learnt from the train
+    split and exported inside the model) is fused with the image head (``components/trainer/fusion``).
+    """
+
+    name: str = _field("candidate", "The candidate's name (how --set, YAML and review address it)",
+                       pattern=_CANDIDATE_NAME.pattern)
+    backbone: str = _field("efficientnet_b7", "Backbone architecture ('none': text only)",
+                           choices=BACKBONES + (NO_BACKBONE,))
+    text_columns: Tuple[str, ...] = _field(
+        (), "Text columns read with the picture (empty: image only), e.g. [product_name, description]",
+        choices=TEXT_COLUMNS)
+    text_word_ngrams: Tuple[int, ...] = _field((1, 2), "Word n-gram sizes (lo, hi); [0, 0]: none", min=0, max=5)
+    text_char_ngrams: Tuple[int, ...] = _field((3, 5), "Character n-gram sizes (lo, hi) within words; [0, 0]: none",
+                                               min=0, max=8)
+    text_max_words: int = _field(20000, "Word n-grams kept (most frequent in the train split)", min=1, max=1_000_000)
+    text_max_chars: int = _field(30000, "Character n-grams kept (most frequent in the train split)", min=0,
+                                 max=1_000_000)
+    text_min_df: int = _field(2, "A token must appear in at least this many train texts", min=1)
+    text_dropout: float = _field(0.5, "Dropout on the text classifier's input while training", min=0.0,
+                                 max_exclusive=1.0)
+    enabled: bool = _field(True, "false: the run skips this candidate")
+
+    @property
+    def reads_text(self) -> bool:
+        return bool(self.text_columns)
+
+    @property
+    def reads_images(self) -> bool:
+        return self.backbone != NO_BACKBONE
+
+
+DEFAULT_CANDIDATES: Tuple[CandidateConfig, ...] = (
+    # The proof of concept's model exactly: frozen EfficientNet-B7, image only.
+    CandidateConfig(name="b7_image"),
+    # The same picture features plus the listing's name and description.
+    CandidateConfig(name="b7_text", text_columns=("product_name", "description")),
+)
 
 
 @dataclass(frozen=True)
@@ -277,7 +326,8 @@ class PipelineConfig:
         "placedemarche", "Pipeline name ([a-z0-9][a-z0-9-]*)", pattern=_PIPELINE_NAME.pattern
     )
     data: DataConfig = field(default_factory=DataConfig)
-    candidate: ModelConfig = field(default_factory=ModelConfig)
+    # Every candidate goes through the gate against the baseline; the best blessed one is pushed.
+    candidates: Tuple[CandidateConfig, ...] = DEFAULT_CANDIDATES
     baseline: ModelConfig = field(
         default_factory=lambda: ModelConfig(backbone="vgg19", augmentation=True)
     )
@@ -286,6 +336,21 @@ class PipelineConfig:
     serving: ServingConfig = field(default_factory=ServingConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
+
+    def candidate(self, name: str) -> CandidateConfig:
+        """The candidate called ``name`` (enabled or not).
+
+        Raises:
+          KeyError: no such candidate; the message lists the names.
+        """
+        for c in self.candidates:
+            if c.name == name:
+                return c
+        raise KeyError(f"no candidate '{name}' (candidates: {', '.join(c.name for c in self.candidates)})")
+
+    @property
+    def enabled_candidates(self) -> Tuple[CandidateConfig, ...]:
+        return tuple(c for c in self.candidates if c.enabled)
 
     def replace(self, **overrides: Any) -> "PipelineConfig":
         """Returns a validated copy with overrides applied, e.g. ``replace(**{"training.epochs": 3})``."""
@@ -300,8 +365,16 @@ class PipelineConfig:
 
 
 def to_dict(config: Any) -> Dict[str, Any]:
-    """The config as plain nested dicts (what YAML files hold)."""
-    return dataclasses.asdict(config)
+    """The config as plain nested dicts and lists (what YAML files hold; ``candidates`` is a list)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))
 
 
 def dump_yaml(config: PipelineConfig) -> str:
@@ -313,15 +386,19 @@ def describe_keys() -> Dict[str, Tuple[Any, str]]:
     """Every settable key with its default and help, e.g. ``{"training.epochs": (30, "...")}``."""
     keys: Dict[str, Tuple[Any, str]] = {}
 
-    def walk(node: Mapping[str, Any], prefix: str) -> None:
-        helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(_section_class(prefix))}
+    def walk(node: Mapping[str, Any], prefix: str, cls: type) -> None:
+        helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
         for name, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{name}.")
+            if name == CANDIDATES:
+                for candidate in value:  # candidates.<name>.<key>
+                    walk({k: v for k, v in candidate.items() if k != "name"},
+                         f"{CANDIDATES}.{candidate['name']}.", CandidateConfig)
+            elif isinstance(value, dict):
+                walk(value, f"{prefix}{name}.", _field_types(cls)[name])
             else:
                 keys[prefix + name] = (value, helps[name])
 
-    walk(to_dict(PipelineConfig()), "")
+    walk(to_dict(PipelineConfig()), "", PipelineConfig)
     return keys
 
 
@@ -418,6 +495,11 @@ def _merge(
     cls = _section_class(prefix)
     for name, value in update.items():
         key = f"{prefix}{name}"
+        if not prefix and name == CANDIDATES:
+            data[CANDIDATES] = _merge_candidates(data[CANDIDATES], value, source, sources)
+            continue
+        if not prefix and name == _OLD_CANDIDATE_SECTION:
+            raise ConfigError(_old_candidate_message(name, source, data))
         if not isinstance(name, str) or name not in data:
             raise ConfigError(
                 f"unknown config key '{key}' (from {source}); "
@@ -439,6 +521,11 @@ def _set_path(
     data: Dict[str, Any], dotted: str, value: Any, source: str, sources: Dict[str, str]
 ) -> None:
     parts = dotted.split(".")
+    if parts[0] == CANDIDATES:
+        _set_candidate(data, parts, dotted, value, source, sources)
+        return
+    if parts[0] == _OLD_CANDIDATE_SECTION:
+        raise ConfigError(_old_candidate_message(dotted, source, data))
     node = data
     for depth, part in enumerate(parts):
         prefix = ".".join(parts[:depth])
@@ -466,11 +553,113 @@ def _set_path(
             node = node[part]
 
 
+# --- candidates: a list of named sections, addressed as candidates.<name>.<key> ------------------
+
+CANDIDATES = "candidates"
+_OLD_CANDIDATE_SECTION = "candidate"  # before several candidates per run
+
+
+def _candidate_names(data: Mapping[str, Any]) -> List[str]:
+    return [c["name"] for c in data[CANDIDATES]]
+
+
+def _old_candidate_message(key: str, source: str, data: Mapping[str, Any]) -> str:
+    rest = key.split(".", 1)[1] if "." in key else "<key>"
+    names = _candidate_names(data)
+    return (f"unknown config key '{key}' (from {source}): the 'candidate' section became 'candidates', "
+            f"one section per named candidate ({', '.join(names)}); e.g. "
+            f"'candidates.{names[0] if names else 'NAME'}.{rest}', or 'candidates.*.{rest}' for all of them")
+
+
+def _candidate_keys() -> List[str]:
+    return [f.name for f in dataclasses.fields(CandidateConfig) if f.name != "name"]
+
+
+def _unknown_candidate(name: str, dotted: str, source: str, names: Sequence[str]) -> ConfigError:
+    message = (f"unknown candidate '{name}' in config key '{dotted}' (from {source}); candidates: "
+               f"{', '.join(names) or 'none'} ('*': all of them)")
+    close = difflib.get_close_matches(name, list(names), n=1)
+    if close:
+        message += f"; did you mean '{CANDIDATES}.{close[0]}'?"
+    return ConfigError(message + "; a new candidate is added with a YAML list under 'candidates:'")
+
+
+def _unknown_candidate_key(key: str, dotted: str, source: str) -> ConfigError:
+    allowed = _candidate_keys()
+    message = f"unknown config key '{dotted}' (from {source}); allowed keys of a candidate: {', '.join(allowed)}"
+    close = difflib.get_close_matches(key, allowed, n=1)
+    if close:
+        message += f"; did you mean '{dotted.rsplit('.', 1)[0]}.{close[0]}'?"
+    return ConfigError(message)
+
+
+def _set_candidate(data: Dict[str, Any], parts: List[str], dotted: str, value: Any, source: str,
+                   sources: Dict[str, str]) -> None:
+    names = _candidate_names(data)
+    if len(parts) != 3:
+        example = f"{CANDIDATES}.{names[0] if names else 'NAME'}.epochs"
+        raise ConfigError(f"config key '{dotted}' (from {source}) must name a candidate and one of its keys, "
+                          f"e.g. '{example}' (candidates: {', '.join(names)}; '*': all of them)")
+    _, name, key = parts
+    if name != "*" and name not in names:
+        raise _unknown_candidate(name, dotted, source, names)
+    if key not in _candidate_keys():
+        raise _unknown_candidate_key(key, dotted, source)
+    for candidate in data[CANDIDATES]:
+        if name in ("*", candidate["name"]):
+            candidate[key] = value
+            sources[f"{CANDIDATES}.{candidate['name']}.{key}"] = source
+
+
+def _merge_candidates(current: List[Dict[str, Any]], value: Any, source: str,
+                      sources: Dict[str, str]) -> List[Dict[str, Any]]:
+    """A YAML list defines the whole set (each item: ``name`` plus any keys; the rest default);
+    a YAML mapping ``{name: {key: value}}`` changes existing candidates by name."""
+    if isinstance(value, list):
+        defaults = to_dict(CandidateConfig())
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+                raise ConfigError(f"config key '{CANDIDATES}' (from {source}): item {i + 1} must be a mapping with "
+                                  f"a 'name', e.g. {{name: b7_text, text_columns: [product_name]}}; got {item!r}")
+            candidate = dict(defaults)
+            for key, v in item.items():
+                if key != "name" and key not in defaults:
+                    raise _unknown_candidate_key(str(key), f"{CANDIDATES}.{item['name']}.{key}", source)
+                candidate[key] = v
+                sources[f"{CANDIDATES}.{item['name']}.{key}"] = source
+            out.append(candidate)
+        return out
+    if isinstance(value, Mapping):
+        names = [c["name"] for c in current]
+        for name, keys in value.items():
+            if not isinstance(keys, Mapping):
+                raise ConfigError(f"config key '{CANDIDATES}.{name}' (from {source}) must hold a mapping of the "
+                                  f"candidate's keys, got {keys!r}")
+            for key, v in keys.items():
+                _set_candidate({CANDIDATES: current}, [CANDIDATES, str(name), str(key)],
+                               f"{CANDIDATES}.{name}.{key}", v, source, sources)
+        return current
+    raise ConfigError(f"config key '{CANDIDATES}' (from {source}) must be a list of candidates (the whole set) or a "
+                      f"mapping of existing candidates' names to changes, got {value!r}")
+
+
+def _construct_candidates(values: Any, sources: Dict[str, str]) -> Tuple[CandidateConfig, ...]:
+    out = []
+    for value in values:
+        name = value.get("name")
+        prefix = f"{CANDIDATES}.{name}."
+        out.append(_construct(CandidateConfig, value, prefix=prefix, sources=sources))
+    return tuple(out)
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is typing.Union:
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         return f"{_type_name(inner[0])} or null"
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0]).replace('an integer', 'integers').replace('a string', 'strings')}"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
         tp, str(tp)
     )
@@ -484,6 +673,15 @@ def _coerce(tp: Any, value: Any) -> Tuple[bool, Any]:
             return True, None
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value)
+    if typing.get_origin(tp) is tuple:
+        if isinstance(value, str):  # --set k=a,b (or empty: none)
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        items = [_coerce(typing.get_args(tp)[0], v) for v in value]
+        if items and typing.get_args(tp)[0] is int:
+            items = [(ok and isinstance(v, int), v) for ok, v in items]
+        return all(ok for ok, _ in items), tuple(v for _, v in items)
     if tp is bool:
         return isinstance(value, bool), value
     if tp is int:
@@ -510,6 +708,9 @@ def _construct(cls: type, data: Mapping[str, Any], prefix: str, sources: Dict[st
         if dataclasses.is_dataclass(tp):
             kwargs[f.name] = _construct(tp, value, prefix=f"{key}.", sources=sources)
             continue
+        if cls is PipelineConfig and f.name == CANDIDATES:
+            kwargs[f.name] = _construct_candidates(value, sources)
+            continue
         where = f" (from {sources[key]})" if key in sources else ""
         ok, value = _coerce(tp, value)
         if not ok:
@@ -524,6 +725,10 @@ def _construct(cls: type, data: Mapping[str, Any], prefix: str, sources: Dict[st
 
 def _check_constraints(key: str, where: str, value: Any, meta: Mapping[str, Any]) -> None:
     if value is None:
+        return
+    if isinstance(value, tuple):
+        for item in value:
+            _check_constraints(key, where, item, meta)
         return
     if "choices" in meta and value not in meta["choices"]:
         raise ConfigError(
@@ -555,14 +760,38 @@ def _check_consistency(config: PipelineConfig, sources: Dict[str, str]) -> None:
             f"config key 'data.min_image_side'{where('data.min_image_side')} = "
             f"{data.min_image_side} must not exceed data.max_image_side = {data.max_image_side}"
         )
-    for section in ("candidate", "baseline"):
-        weights = getattr(config, section).weights
+    models = [(f"{CANDIDATES}.{c.name}", c) for c in config.candidates] + [("baseline", config.baseline)]
+    for section, model in models:
         key = f"{section}.weights"
-        if not weights.strip():
+        if not model.weights.strip():
             raise ConfigError(
                 f"config key '{key}'{where(key)} must be 'imagenet', 'none' or a weights file "
                 "path; got an empty string"
             )
+    names = [c.name for c in config.candidates]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ConfigError(f"config key '{CANDIDATES}'{where(CANDIDATES)}: candidate names must be unique; "
+                          f"{', '.join(duplicated)} appear more than once")
+    if not config.enabled_candidates:
+        raise ConfigError(f"every candidate is disabled ({', '.join(names) or 'none defined'}): enable at least one, "
+                          f"e.g. --set {CANDIDATES}.{names[0] if names else 'NAME'}.enabled=true")
+    for c in config.candidates:
+        prefix = f"{CANDIDATES}.{c.name}."
+        for key in ("text_word_ngrams", "text_char_ngrams"):
+            lo_hi = getattr(c, key)
+            if len(lo_hi) != 2 or (tuple(lo_hi) != (0, 0) and not 1 <= lo_hi[0] <= lo_hi[1]):
+                raise ConfigError(f"config key '{prefix}{key}'{where(prefix + key)} must be [lo, hi] with "
+                                  f"1 <= lo <= hi, or [0, 0] for none; got {list(lo_hi)}")
+        if c.reads_text and tuple(c.text_word_ngrams) == (0, 0) and tuple(c.text_char_ngrams) == (0, 0):
+            raise ConfigError(f"candidate '{c.name}' reads text but has neither word nor character n-grams: set "
+                              f"{prefix}text_word_ngrams or {prefix}text_char_ngrams")
+        if len(set(c.text_columns)) != len(c.text_columns):
+            raise ConfigError(f"config key '{prefix}text_columns'{where(prefix + 'text_columns')} names a column "
+                              f"twice: {list(c.text_columns)}")
+        if not c.reads_images and not c.reads_text:
+            raise ConfigError(f"candidate '{c.name}' reads neither pictures ({prefix}backbone=none) nor text "
+                              f"({prefix}text_columns is empty): give it one or both")
     if config.serving.grpc_port == config.serving.rest_port:
         raise ConfigError(
             f"config keys 'serving.grpc_port' and 'serving.rest_port' must differ; both are "

@@ -1,12 +1,12 @@
 """Compiling the pipeline for Kubeflow Pipelines (KFP v2) with TFX's Kubeflow V2 runner, offline.
 
 ``compile_pipeline(config, output_file)`` writes a KFP v2 pipeline spec (YAML) that runs every
-component in ``runner.image`` (the ``Dockerfile``: the project installed, so Trainers name their
-``run_fn`` instead of uploading a module file, and compiling needs no bucket access).
+component in ``runner.image`` (the ``Dockerfile``: the project installed, so no module file is
+uploaded and compiling needs no bucket access).
 
-GPU nodes for the Trainers: TFX 1.16 carries a component's ``platform_config``
+GPU nodes for the backbone work (the ``BackboneFeatures`` nodes): TFX 1.16 carries a component's ``platform_config``
 (``PipelineContainerSpec.ResourceSpec``: CPU and memory limits, accelerator type and count) into
-the spec, so each Trainer asks for ``runner.trainer_gpus`` x ``runner.gpu_resource``. Node selector
+the spec, so each of them asks for ``runner.trainer_gpus`` x ``runner.gpu_resource``. Node selector
 and tolerations are not expressible through TFX; they are added afterwards as KFP's Kubernetes
 platform spec (the second YAML document that ``kfp-kubernetes`` writes and the KFP v2 backend
 reads: ``platforms.kubernetes.deploymentSpec.executors.<executor>``).
@@ -27,7 +27,13 @@ import yaml
 from placedemarche.pipeline import pipeline as pipeline_lib
 from placedemarche.pipeline.config import ConfigError, PipelineConfig
 
-GPU_STEPS = pipeline_lib.TRAINERS
+
+
+def gpu_steps(config: PipelineConfig) -> List[str]:
+    """The nodes that run a backbone over every training picture: the BackboneFeatures nodes (the
+    Trainers fit heads on their output in seconds, on CPU)."""
+    return list(pipeline_lib.feature_groups(config))
+
 DEFAULT_DATA_DIR = "gs://CHANGE-ME/catalogue"  # runtime parameter defaults when the config has none
 
 
@@ -61,7 +67,7 @@ def parse_tolerations(text: str) -> List[Dict[str, str]]:
 def build(config: PipelineConfig):
     """The TFX pipeline as Kubeflow runs it, and its runtime parameters by name.
 
-    Runtime parameters replace ``data_dir`` and ``serving_root``; the Trainers get GPU resources.
+    Runtime parameters replace ``data_dir`` and ``serving_root``; the BackboneFeatures nodes get GPU resources.
     """
     from tfx import v1 as tfx
     from kfp.pipeline_spec import pipeline_spec_pb2
@@ -89,7 +95,7 @@ def build(config: PipelineConfig):
         resources.accelerator.type = runner.gpu_resource
         resources.accelerator.count = runner.trainer_gpus
     for component in pipe.components:
-        if component.id in GPU_STEPS:
+        if component.id in gpu_steps(config):
             component.with_platform_config(resources)
     return pipe, parameters
 
@@ -134,7 +140,7 @@ def _platform_spec(config: PipelineConfig, spec: Dict[str, Any]) -> Dict[str, An
     if not selector and not tolerations:
         return {}
     executors = {}
-    for step in GPU_STEPS:
+    for step in gpu_steps(config):
         executor = spec["root"]["dag"]["tasks"][step]["componentRef"]["name"]
         executor_label = spec["components"][executor]["executorLabel"]
         entry: Dict[str, Any] = {}

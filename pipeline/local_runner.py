@@ -21,12 +21,10 @@ from tfx import v1 as tfx
 
 from placedemarche.components.catalogue_example_gen import artifacts as eg_artifacts
 from placedemarche.components.catalogue_example_gen import catalogue
-from placedemarche.components.model_gate import executor as gate_executor
-from placedemarche.components.model_gate import predict
-from placedemarche.components.serving_pusher import executor as pusher_executor
 from placedemarche.components.data_gate import anomalies as anomalies_lib
 from placedemarche.pipeline import outputs
 from placedemarche.pipeline import pipeline as pipeline_lib
+from placedemarche.pipeline import run_reader
 from placedemarche.pipeline import sample_data
 from placedemarche.pipeline.config import PipelineConfig
 
@@ -43,7 +41,7 @@ class PipelineFailed(RuntimeError):
 
 
 def metadata_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "metadata.sqlite"
+    return run_reader.metadata_path(run_dir)
 
 
 def with_data(config: PipelineConfig, run_dir: Path, show_progress: bool = True) -> PipelineConfig:
@@ -137,63 +135,73 @@ def ingestion_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
         report["artifacts"]["statistics"] = statistics_uri
     gate = outputs.latest_node_run(store, config.name, pipeline_lib.DATA_GATE)
     report["data_validation"] = (
-        "not run" if gate is None else "passed" if gate.state in ("COMPLETE", "CACHED") else "failed"
+        "not run" if gate is None else "passed" if gate.state in outputs.DONE_STATES else "failed"
     )
     return report
 
 
 def _completed_output(node: Optional[outputs.NodeRun], key: str) -> Optional[str]:
-    if node is None or node.state not in ("COMPLETE", "CACHED") or key not in node.outputs:
+    if node is None or node.state not in outputs.DONE_STATES or key not in node.outputs:
         return None
     return node.outputs[key][0]
 
 
-def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
-    """Each node's latest state and time, and what each Trainer produced, from the metadata store."""
-    from placedemarche.pipeline.trainer import export as export_lib
+def _model_summary(model: run_reader.TrainedModel) -> Optional[Dict[str, Any]]:
+    if not model.done:
+        return None
+    m = model.metadata
+    return {"backbone": m.get("backbone"), "text_columns": m.get("text_columns") or [], "weights": m.get("weights"),
+            "best_epoch": m.get("best_epoch"), "epochs_run": m.get("epochs_run"), "val_accuracy": m.get("val_accuracy"),
+            "branch_val_accuracy": m.get("branch_val_accuracy"), "fusion": m.get("fusion"), "model": model.model_dir}
 
-    store = outputs.open_store(str(metadata_path(run_dir)))
-    nodes = []
-    for node_id in pipeline_lib.ALL_NODES:
-        node = outputs.latest_node_run(store, config.name, node_id)
-        nodes.append({"node": node_id, "state": node.state if node else "NOT RUN",
-                      "seconds": round(node.seconds, 1) if node else None})
-    models = {}
-    for role, node_id in zip(("candidate", "baseline"), pipeline_lib.TRAINERS):
-        uri = _completed_output(outputs.latest_node_run(store, config.name, node_id), "model")
-        if uri:
-            serving_dir = predict.serving_dir(uri)
-            metadata = export_lib.read_metadata(serving_dir)
-            models[role] = {
-                "backbone": metadata["backbone"], "weights": metadata["weights"],
-                "best_epoch": metadata["best_epoch"], "epochs_run": metadata["epochs_run"],
-                "val_accuracy": metadata["val_accuracy"], "model": serving_dir,
-            }
-    gate = None
-    uri = _completed_output(outputs.latest_node_run(store, config.name, pipeline_lib.MODEL_GATE), "comparison")
-    if uri:
-        comparison = json.loads(Path(uri, gate_executor.COMPARISON_FILE).read_text())
-        gate = {
-            "blessed": comparison["blessed"],
-            "candidate_accuracy": comparison["candidate"]["accuracy"],
-            "baseline_accuracy": comparison["baseline"]["accuracy"],
-            "mcnemar_p_value": comparison["mcnemar"]["p_value"],
-            "test_examples": comparison["candidate"]["examples"],
-            "checks": comparison["checks"],
-            "comparison": uri,
-        }
-    pusher = outputs.latest_node_run(store, config.name, pipeline_lib.PUSHER)
-    pushed_uri = _completed_output(pusher, "pushed_model")
+
+def _gate_summary(candidate: run_reader.CandidateRun) -> Optional[Dict[str, Any]]:
+    comparison = candidate.comparison
+    if comparison is None:
+        return None
+    return {
+        "candidate": candidate.name,
+        "blessed": comparison["blessed"],
+        "candidate_accuracy": comparison["candidate"]["accuracy"],
+        "baseline_accuracy": comparison["baseline"]["accuracy"],
+        "mcnemar_p_value": comparison["mcnemar"]["p_value"],
+        "test_examples": comparison["candidate"]["examples"],
+        "checks": comparison["checks"],
+        "comparison": candidate.comparison_uri,
+    }
+
+
+def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
+    """The latest run of ``run_dir``: each node's state and time, each model, each candidate's gate and
+    infra validation, what was pushed and why, the explanations (``run_reader`` reads it)."""
+    info = run_reader.read(config, run_dir)
+    candidates = []
+    for name, c in info.candidates.items():
+        gate = _gate_summary(c)
+        candidates.append({
+            "name": name, **(_model_summary(c.model) or {"model": None}),
+            "test_accuracy": gate["candidate_accuracy"] if gate else None,
+            "blessed": gate["blessed"] if gate else None, "checks": gate["checks"] if gate else [],
+            "infra_validation": None if c.infra is None else (
+                "skipped" if c.infra["skipped"] else "passed" if c.infra["passed"] else "failed"),
+            "pushed": bool(info.push and info.push.get("pushed_candidate") == name and info.push.get("pushed")),
+        })
+    push = info.push or {}
+    shown = push.get("pushed_candidate") or push.get("best_candidate")
+    gate = _gate_summary(info.candidates[shown]) if shown in info.candidates else None
     pushed = None
-    if pushed_uri:
-        marker = Path(pushed_uri, "PUSHED")  # written only when something was pushed
-        not_pushed = Path(pushed_uri, pusher_executor.NOT_PUSHED_FILE)
-        destination = marker.read_text().strip() if marker.exists() else ""
-        pushed = {"destination": destination, "version": int(Path(destination).name)} if destination else {
-            "reason": not_pushed.read_text().strip() if not_pushed.exists() else "not blessed"}
-    explanations = _completed_output(outputs.latest_node_run(store, config.name, pipeline_lib.EXPLAINER), "explanation")
-    if explanations:
-        explanations = {"html": str(Path(explanations, "index.html")), "folder": explanations,
-                        "images": len(json.loads(Path(explanations, "index.json").read_text())["images"])}
-    return {"run_dir": str(run_dir), "nodes": nodes, "models": models, "gate": gate, "pushed": pushed,
-            "explanations": explanations}
+    if info.push is not None:
+        pushed = ({"destination": push["destination"], "version": push["version"], "candidate": push.get("pushed_candidate")}
+                  if push.get("pushed") else {"reason": push.get("reason")})
+        pushed["selection"] = push.get("reason")
+    return {
+        "run_dir": info.run_dir, "run_id": info.run_id,
+        "nodes": [{"node": n.node, "state": n.state, "seconds": n.seconds} for n in info.nodes],
+        "features": {node: {k: f.get(k) for k in ("backbone", "views", "weights", "rows", "timings")}
+                     for node, f in info.features.items()},
+        "baseline": _model_summary(info.baseline),
+        "candidates": candidates,
+        "gate": gate,  # the pushed candidate's (else the best one's) comparison with the baseline
+        "pushed": pushed,
+        "explanations": info.explanations,
+    }

@@ -1,4 +1,10 @@
-"""Finding a run's artifacts in the metadata store (ML Metadata), for summaries and reviews."""
+"""Finding a run's executions and artifacts in the metadata store (ML Metadata).
+
+TFX records every execution in three contexts: the pipeline's, the run's (``pipeline_run``, one per
+``placedemarche run``) and the node's. Readers look at **one run**: the nodes' executions of the
+latest run (or a run they name), never each node's latest execution across runs, which could mix a
+push of one run with the gate of another.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 _DONE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+DONE_STATES = ("COMPLETE", "CACHED")  # an execution whose outputs can be read
+RUN_CONTEXT_TYPE = "pipeline_run"
 
 
 @dataclass(frozen=True)
@@ -30,14 +38,45 @@ def open_store(sqlite_path: str) -> metadata_store.MetadataStore:
     return metadata_store.MetadataStore(config)
 
 
+def run_contexts(store: metadata_store.MetadataStore, pipeline_name: str) -> List[metadata_store_pb2.Context]:
+    """The pipeline's runs (``pipeline_run`` contexts), oldest first."""
+    pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline is None:
+        return []
+    executions = store.get_executions_by_context(pipeline.id)
+    runs: Dict[int, metadata_store_pb2.Context] = {}
+    first_seen: Dict[int, tuple] = {}
+    types = {t.id: t.name for t in store.get_context_types()}
+    for e in executions:
+        for c in store.get_contexts_by_execution(e.id):
+            if types.get(c.type_id) == RUN_CONTEXT_TYPE:
+                runs[c.id] = c
+                first_seen[c.id] = min(first_seen.get(c.id, (e.create_time_since_epoch, e.id)),
+                                       (e.create_time_since_epoch, e.id))
+    return sorted(runs.values(), key=lambda c: first_seen[c.id])
+
+
+def latest_run(store: metadata_store.MetadataStore, pipeline_name: str,
+               with_node: Optional[str] = None) -> Optional[metadata_store_pb2.Context]:
+    """The most recent run of the pipeline (that executed ``with_node``, when given), or None."""
+    for run in reversed(run_contexts(store, pipeline_name)):
+        if with_node is None or latest_node_run(store, pipeline_name, with_node, run) is not None:
+            return run
+    return None
+
+
 def latest_node_run(
-    store: metadata_store.MetadataStore, pipeline_name: str, node_id: str
+    store: metadata_store.MetadataStore, pipeline_name: str, node_id: str,
+    run: Optional[metadata_store_pb2.Context] = None,
 ) -> Optional[NodeRun]:
-    """The node's most recent execution (completed or not), or None when it never ran."""
+    """The node's most recent execution (completed or not) — within ``run`` when given — or None."""
     context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
     if context is None:
         return None
     executions = store.get_executions_by_context(context.id)
+    if run is not None:
+        in_run = {e.id for e in store.get_executions_by_context(run.id)}
+        executions = [e for e in executions if e.id in in_run]
     if not executions:
         return None
     latest = max(executions, key=lambda e: (e.create_time_since_epoch, e.id))

@@ -1,14 +1,16 @@
 """The pipeline graph: ``create_pipeline(config, ...) -> tfx.dsl.Pipeline`` and nothing else.
 
-Runners (``local_runner``; Kubeflow later) choose the pipeline root, the metadata store and the Beam
-arguments; everything else comes from the :class:`~pipeline.config.PipelineConfig`.
+Runners (``local_runner``, ``kubeflow``) choose the pipeline root, the metadata store and the Beam
+arguments; everything else comes from the :class:`~placedemarche.pipeline.config.PipelineConfig`.
 
-Stages built so far: CatalogueExampleGen → StatisticsGen → ImportSchemaGen (curated schema) →
-ExampleValidator → DataValidationGate → CandidateTrainer (EfficientNet-B7) and BaselineTrainer
-(VGG19) → Evaluator (TFMA, both models on the test split, thresholds) → ModelGate (McNemar, the
-blessing) and InfraValidator (the candidate loaded and queried as TF Serving would) →
-ServingPusher (TF Serving layout, blessed and infra-validated models only); ShapExplainer explains
-the candidate on a few test pictures per category (whether blessed or not: the review needs both).
+CatalogueExampleGen → StatisticsGen → ImportSchemaGen (curated schema) → ExampleValidator →
+DataValidationGate → BackboneFeatures (one node per distinct backbone setting: EfficientNet-B7 for
+every B7 candidate, VGG19 with augmented views for the baseline) → a HeadTrainer per candidate
+(``Trainer_<name>``) and the baseline's (``BaselineTrainer``) → per candidate: Evaluator (TFMA, the
+candidate vs the VGG19 baseline on the test split), ModelGate (McNemar, the blessing) and
+InfraValidator (the candidate loaded and queried as TF Serving would; skipped when not blessed) →
+ServingPusher (the best blessed and infra-validated candidate) → ShapExplainer (the pushed
+candidate, else the best one: pictures, and words for a candidate that reads text).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict
 from importlib import resources
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.dsl.components.base import base_node
 
+from placedemarche.components.backbone_features.component import BackboneFeatures
 from placedemarche.components.catalogue_example_gen.component import CatalogueExampleGen, fingerprint
 from placedemarche.components.data_gate.component import DataValidationGate
 from placedemarche.components.infra_validator.component import LocalInfraValidator
@@ -29,7 +32,9 @@ from placedemarche.components.model_gate import tfma_eval
 from placedemarche.components.model_gate.component import ModelGate
 from placedemarche.components.serving_pusher.component import ServingPusher
 from placedemarche.components.shap_explainer.component import ShapExplainer
-from placedemarche.pipeline.config import PipelineConfig
+from placedemarche.components.trainer.component import HeadTrainer
+from placedemarche.components.trainer.trainer import TrainSpec
+from placedemarche.pipeline.config import CandidateConfig, ModelConfig, PipelineConfig
 
 # Node ids, used by the runners and the summaries to find each stage's outputs.
 EXAMPLE_GEN = "CatalogueExampleGen"
@@ -38,19 +43,72 @@ SCHEMA_GEN = "ImportSchemaGen"
 EXAMPLE_VALIDATOR = "ExampleValidator"
 DATA_GATE = "DataValidationGate"
 DATA_STAGES = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR, DATA_GATE)
-CANDIDATE_TRAINER = "CandidateTrainer"
 BASELINE_TRAINER = "BaselineTrainer"
-TRAINERS = (CANDIDATE_TRAINER, BASELINE_TRAINER)
-EVALUATOR = "Evaluator"
-MODEL_GATE = "ModelGate"
-INFRA_VALIDATOR = "InfraValidator"
 PUSHER = "ServingPusher"
 EXPLAINER = "ShapExplainer"
-ALL_NODES = DATA_STAGES + TRAINERS + (EVALUATOR, MODEL_GATE, INFRA_VALIDATOR, PUSHER, EXPLAINER)
+FEATURES_PREFIX = "Features_"
 # The TF Serving release matching the TF the models are exported with (TFX InfraValidator option).
 TF_SERVING_TAG = "2.16.1"
-# The Trainer entry point is named, not uploaded: the project is installed in the pipeline image.
-TRAINER_RUN_FN = "placedemarche.pipeline.trainer.run_fn.run_fn"
+
+
+def trainer_id(candidate: str) -> str:
+    return f"Trainer_{candidate}"
+
+
+def evaluator_id(candidate: str) -> str:
+    return f"Evaluator_{candidate}"
+
+
+def gate_id(candidate: str) -> str:
+    return f"ModelGate_{candidate}"
+
+
+def infra_id(candidate: str) -> str:
+    return f"InfraValidator_{candidate}"
+
+
+def candidate_nodes(candidate: str) -> Tuple[str, ...]:
+    """A candidate's own nodes, in run order."""
+    return (trainer_id(candidate), evaluator_id(candidate), gate_id(candidate), infra_id(candidate))
+
+
+def feature_groups(config: PipelineConfig) -> Dict[str, Tuple[Tuple, List[str]]]:
+    """Node id → (feature setting, the models that use it): one node per distinct backbone setting.
+
+    Models using the same backbone, weights, input size and number of augmented views share one
+    ``BackboneFeatures`` node (``b7_image`` and ``b7_text`` share EfficientNet-B7's).
+    """
+    settings: Dict[Tuple, List[str]] = {}
+    for name, model in _models(config):
+        if getattr(model, "backbone", None) == "none":
+            continue
+        key = (model.backbone, model.weights, model.image_size, model.augmented_views if model.augmentation else 1)
+        settings.setdefault(key, []).append(name)
+    groups: Dict[str, Tuple[Tuple, List[str]]] = {}
+    for key, users in settings.items():
+        backbone, _, size, views = key
+        node = FEATURES_PREFIX + backbone + (f"_{views}views" if views > 1 else "")
+        if node in groups or any(k[0] == backbone and k[3] == views and k != key for k in settings):
+            node += f"_{size}px_{len(groups)}"
+        groups[node] = (key, users)
+    return groups
+
+
+def node_ids(config: PipelineConfig) -> Tuple[str, ...]:
+    """Every node of the full pipeline for ``config``, in run order."""
+    ids = list(DATA_STAGES) + list(feature_groups(config)) + [BASELINE_TRAINER]
+    for c in config.enabled_candidates:
+        ids += candidate_nodes(c.name)
+    return tuple(ids + [PUSHER, EXPLAINER])
+
+
+def _models(config: PipelineConfig) -> List[Tuple[str, ModelConfig]]:
+    return [(c.name, c) for c in config.enabled_candidates] + [("baseline", config.baseline)]
+
+
+def train_spec(config: PipelineConfig, model: ModelConfig, name: str) -> Dict[str, Any]:
+    """The HeadTrainer's ``spec`` parameter: the model's section merged with the training section."""
+    return asdict(TrainSpec.from_dicts({**asdict(model), "name": name}, asdict(config.training)))
 
 
 def default_schema_file() -> str:
@@ -66,7 +124,7 @@ def create_pipeline(
     enable_cache: bool = True,
     runtime_parameters: Optional[Dict[str, Any]] = None,
 ) -> tfx.dsl.Pipeline:
-    """Builds the pipeline for ``config``: data stages, both Trainers, gate, push, explanations.
+    """Builds the pipeline for ``config``: data stages, features, Trainers, per-candidate gates, push, explanations.
 
     Args:
       config: the run's configuration; ``config.data.data_dir`` must be set (the local runner puts
@@ -82,62 +140,78 @@ def create_pipeline(
       ValueError: ``config.data.data_dir`` or ``config.serving.serving_root`` is unset.
     """
     runtime = runtime_parameters or {}
-    stages = _data_stages(config, runtime.get("data_dir"))
-    example_gen, _, schema_gen, _, data_gate = stages
-    trainers = [
-        _trainer(config, role, node_id, example_gen, schema_gen, data_gate)
-        for role, node_id in (("candidate", CANDIDATE_TRAINER), ("baseline", BASELINE_TRAINER))
-    ]
-    evaluation = config.evaluation
-    examples = example_gen.outputs["examples"]
-    candidate, baseline = (t.outputs["model"] for t in trainers)
-    evaluator = tfx.components.Evaluator(
-        examples=examples,
-        model=candidate,
-        baseline_model=baseline,
-        example_splits=["test"],
-        eval_config=tfma_eval.eval_config(evaluation.min_accuracy, evaluation.min_improvement),
-    ).with_id(EVALUATOR)
-    model_gate = ModelGate(
-        examples=examples,
-        candidate=candidate,
-        baseline=baseline,
-        evaluation=evaluator.outputs["evaluation"],
-        evaluator_blessing=evaluator.outputs["blessing"],
-        min_accuracy=evaluation.min_accuracy,
-        min_improvement=evaluation.min_improvement,
-        significance_level=evaluation.significance_level,
-        require_significance=evaluation.require_significance,
-    ).with_id(MODEL_GATE)
-    infra_validator = _infra_validator(config, candidate, examples)
     if not config.serving.serving_root and "serving_root" not in runtime:
         raise ValueError("config.serving.serving_root is unset: the runner must name the push destination")
+    stages = _data_stages(config, runtime.get("data_dir"))
+    example_gen, _, schema_gen, _, data_gate = stages
+    examples = example_gen.outputs["examples"]
+    nodes: List[base_node.BaseNode] = list(stages)
+
+    features_of: Dict[str, Any] = {}
+    for node_id, (key, users) in feature_groups(config).items():
+        backbone, weights, size, views = key
+        node = BackboneFeatures(
+            examples=examples, backbone=backbone, weights=weights, image_size=size, views=views,
+            seed=config.training.seed, allow_random_weights=config.training.allow_random_weights,
+            batch_size=config.training.batch_size,
+        ).with_id(node_id)
+        node.add_upstream_node(data_gate)  # compute features only of data that passed validation
+        nodes.append(node)
+        for user in users:
+            features_of[user] = node.outputs["features"]
+
+    def trainer(name: str, model: ModelConfig, node_id: str, role: str) -> HeadTrainer:
+        node = HeadTrainer(examples=examples, schema=schema_gen.outputs["schema"], features=features_of.get(name),
+                           spec=train_spec(config, model, name), role=role).with_id(node_id)
+        node.add_upstream_node(data_gate)
+        return node
+
+    baseline = trainer("baseline", config.baseline, BASELINE_TRAINER, "baseline")
+    nodes.append(baseline)
+    evaluation = config.evaluation
+    models, blessings, infra_blessings = {}, {}, {}
+    for candidate in config.enabled_candidates:
+        name = candidate.name
+        candidate_trainer = trainer(name, candidate, trainer_id(name), "candidate")
+        model = candidate_trainer.outputs["model"]
+        evaluator = tfx.components.Evaluator(
+            examples=examples, model=model, baseline_model=baseline.outputs["model"], example_splits=["test"],
+            eval_config=tfma_eval.eval_config(evaluation.min_accuracy, evaluation.min_improvement),
+        ).with_id(evaluator_id(name))
+        model_gate = ModelGate(
+            examples=examples, candidate=model, baseline=baseline.outputs["model"],
+            evaluation=evaluator.outputs["evaluation"], evaluator_blessing=evaluator.outputs["blessing"],
+            min_accuracy=evaluation.min_accuracy, min_improvement=evaluation.min_improvement,
+            significance_level=evaluation.significance_level, require_significance=evaluation.require_significance,
+        ).with_id(gate_id(name))
+        infra_validator = _infra_validator(config, name, model, examples, model_gate.outputs["blessing"])
+        nodes += [candidate_trainer, evaluator, model_gate, infra_validator]
+        models[name] = model
+        blessings[name] = model_gate.outputs["blessing"]
+        infra_blessings[name] = infra_validator.outputs["blessing"]
     pusher = ServingPusher(
-        model=candidate,
-        blessing=model_gate.outputs["blessing"],
-        infra_blessing=infra_validator.outputs["blessing"],
-        serving_root=runtime.get("serving_root", config.serving.serving_root),
-        model_name=config.serving.model_name,
+        models=models, blessings=blessings, infra_blessings=infra_blessings,
+        serving_root=runtime.get("serving_root", config.serving.serving_root), model_name=config.serving.model_name,
     ).with_id(PUSHER)
     explain = config.explain
     explainer = ShapExplainer(
-        model=candidate, examples=examples, images_per_class=explain.images_per_class, masker=explain.masker,
-        max_evals=explain.max_evals, batch_size=explain.batch_size, top_k=explain.top_k,
+        models=models, examples=examples, pushed_model=pusher.outputs["pushed_model"],
+        images_per_class=explain.images_per_class, masker=explain.masker, max_evals=explain.max_evals,
+        batch_size=explain.batch_size, top_k=explain.top_k,
     ).with_id(EXPLAINER)
-    return _pipeline(config.name, pipeline_root,
-                     stages + trainers + [evaluator, model_gate, infra_validator, pusher, explainer],
-                     metadata_connection_config, beam_pipeline_args, enable_cache)
+    return _pipeline(config.name, pipeline_root, nodes + [pusher, explainer], metadata_connection_config,
+                     beam_pipeline_args, enable_cache)
 
 
-def _infra_validator(config: PipelineConfig, model, examples) -> base_node.BaseNode:
+def _infra_validator(config: PipelineConfig, name: str, model, examples, model_blessing) -> base_node.BaseNode:
     """The local probe, or TFX's InfraValidator with the TF Serving image where Docker or a cluster is."""
     evaluation = config.evaluation
     if evaluation.infra_validator == "local":
         return LocalInfraValidator(
             model=model, examples=examples, model_name=config.serving.model_name,
             latency_budget_ms=evaluation.latency_budget_ms, num_examples=evaluation.infra_examples,
-            timeout_seconds=evaluation.infra_timeout_seconds,
-        ).with_id(INFRA_VALIDATOR)
+            timeout_seconds=evaluation.infra_timeout_seconds, model_blessing=model_blessing,
+        ).with_id(infra_id(name))
     platform = (
         {"local_docker": tfx.proto.LocalDockerConfig()} if evaluation.infra_validator == "docker"
         else {"kubernetes": tfx.proto.KubernetesConfig()}
@@ -160,7 +234,7 @@ def _infra_validator(config: PipelineConfig, model, examples) -> base_node.BaseN
         validation_spec=tfx.proto.ValidationSpec(
             max_loading_time_seconds=evaluation.infra_timeout_seconds, num_tries=3
         ),
-    ).with_id(INFRA_VALIDATOR)
+    ).with_id(infra_id(name))
 
 
 def create_data_pipeline(
@@ -212,21 +286,6 @@ def _data_stages(config: PipelineConfig, data_dir_parameter=None) -> List[base_n
     ).with_id(EXAMPLE_VALIDATOR)
     data_gate = DataValidationGate(anomalies=example_validator.outputs["anomalies"]).with_id(DATA_GATE)
     return [example_gen, statistics_gen, schema_gen, example_validator, data_gate]
-
-
-def _trainer(config, role, node_id, example_gen, schema_gen, data_gate) -> base_node.BaseNode:
-    """A Trainer of the shared model module; ``role`` names the config section (candidate/baseline)."""
-    trainer = tfx.components.Trainer(
-        run_fn=TRAINER_RUN_FN,
-        examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={"role": role, "model": asdict(getattr(config, role)), "training": asdict(config.training)},
-    ).with_id(node_id)
-    # Train only on data that passed validation (the gate's output is not a Trainer input).
-    trainer.add_upstream_node(data_gate)
-    return trainer
 
 
 def _ingestion(config: PipelineConfig, data_dir_parameter=None):

@@ -98,7 +98,7 @@ def test_quiet_turns_progress_off_for_the_command_only(monkeypatch):
     import os
 
     from placedemarche.pipeline import cli
-    from placedemarche.pipeline.trainer import train
+    from placedemarche.components.trainer import train
 
     seen = []
     monkeypatch.setattr(cli, "_cmd_config", lambda args: seen.append(os.environ.get(train.NO_PROGRESS_ENV)) or 0)

@@ -13,8 +13,8 @@ import tensorflow as tf
 from placedemarche.components.shap_explainer import explain, report
 from placedemarche.pipeline.cli import main
 from placedemarche.pipeline.config import MASKERS
-from placedemarche.pipeline.trainer import export as export_lib
-from placedemarche.pipeline.trainer import model as model_lib
+from placedemarche.components.trainer import export as export_lib
+from placedemarche.components.trainer import model as model_lib
 
 S = 32
 
@@ -55,7 +55,7 @@ def test_config_and_library_offer_the_same_maskers():
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory) -> Path:
     """A real exported classifier: EfficientNet-B0 (random weights) at 32 x 32 with a 3-class head."""
-    from placedemarche.pipeline.trainer import backbones
+    from placedemarche.components.trainer import backbones
 
     extractor, _ = backbones.build("efficientnet_b0", S, "none", allow_random=True)
     head = model_lib.build_head(int(extractor.output_shape[-1]), 3, 8, 0.0, 0)

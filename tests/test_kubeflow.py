@@ -47,7 +47,7 @@ def test_every_step_runs_the_project_image(compiled):
     images = {e["container"]["image"] for e in executors.values() if "container" in e}
     assert images == {"europe-docker.pkg.dev/p/r/placedemarche:1.0"}
     run_fn = spec["root"]["dag"]["tasks"][pipeline_lib.CANDIDATE_TRAINER]["inputs"]["parameters"]["run_fn"]
-    assert run_fn == {"runtimeValue": {"constant": "placedemarche.pipeline.trainer.run_fn.run_fn"}}  # named, not uploaded
+    assert run_fn == {"runtimeValue": {"constant": "placedemarche.components.trainer.run_fn.run_fn"}}  # named, not uploaded
     gen_args = " ".join(executors["CatalogueExampleGen_executor"]["container"]["args"])
     assert "--runner=DataflowRunner" in gen_args
 

@@ -20,8 +20,8 @@ import tensorflow as tf
 from placedemarche.components.infra_validator import warmup
 from placedemarche.components.serving_pusher import push as push_lib
 from placedemarche.pipeline.cli import main
-from placedemarche.pipeline.trainer import export as export_lib
-from placedemarche.pipeline.trainer import model as model_lib
+from placedemarche.components.trainer import export as export_lib
+from placedemarche.components.trainer import model as model_lib
 from placedemarche.serving import client as client_lib
 from placedemarche.serving.server import LocalServer
 

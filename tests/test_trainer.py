@@ -15,8 +15,8 @@ import tensorflow as tf
 from PIL import Image
 
 from placedemarche.pipeline.config import BACKBONES, load_config
-from placedemarche.pipeline.trainer import backbones, export as export_lib, train as train_lib
-from placedemarche.pipeline.trainer.trainer import TrainSpec, fit_and_export
+from placedemarche.components.trainer import backbones, export as export_lib, train as train_lib
+from placedemarche.components.trainer.trainer import TrainSpec, fit_and_export
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -185,7 +185,7 @@ def test_reloaded_model_in_a_fresh_process_matches_memory(trained, sample_exampl
 
 def test_exported_model_matches_the_in_memory_model(sample_examples, tmp_path):
     """The training-time objects (extractor + head) and the SavedModel agree within 1e-5."""
-    from placedemarche.pipeline.trainer import model as model_lib
+    from placedemarche.components.trainer import model as model_lib
 
     extractor, _ = backbones.build("efficientnet_b0", 48, "none")
     head = model_lib.build_head(int(extractor.output_shape[-1]), 3, 8, 0.1, 0)

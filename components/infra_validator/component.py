@@ -1,7 +1,8 @@
 """LocalInfraValidator: is the candidate servable? Checked without Docker or a TF Serving binary.
 
-Inputs: ``model`` (the candidate Trainer's) and ``examples`` (real test examples become the
-requests). Parameters: ``model_name``, ``latency_budget_ms``, ``num_examples``, ``timeout_seconds``,
+Inputs: ``model`` (the candidate Trainer's), ``examples`` (real test examples become the
+requests) and, optionally, ``model_blessing`` (the model gate's: a model it did not bless is not
+probed, and the blessing says ``skipped``). Parameters: ``model_name``, ``latency_budget_ms``, ``num_examples``, ``timeout_seconds``,
 ``split``. Output: ``blessing`` (a standard ``InfraBlessing``, as TFX's InfraValidator writes it:
 ``blessed`` and ``has_model`` properties, ``INFRA_BLESSED`` / ``INFRA_NOT_BLESSED`` file, and on
 success the model with ``assets.extra/tf_serving_warmup_requests`` under ``stamped_model/``, which
@@ -14,6 +15,8 @@ InfraValidator with the real TF Serving image instead (see ``pipeline.pipeline``
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
@@ -34,6 +37,7 @@ class LocalInfraValidatorSpec(ComponentSpec):
     INPUTS = {
         executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
         executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        executor.MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing, optional=True),
     }
     OUTPUTS = {executor.BLESSING_KEY: ChannelParameter(type=standard_artifacts.InfraBlessing)}
 
@@ -44,9 +48,9 @@ class LocalInfraValidator(base_component.BaseComponent):
 
     def __init__(self, model: types.BaseChannel, examples: types.BaseChannel, model_name: str,
                  latency_budget_ms: float, num_examples: int = 8, timeout_seconds: int = 600,
-                 split: str = "test"):
+                 split: str = "test", model_blessing: Optional[types.BaseChannel] = None):
         super().__init__(spec=LocalInfraValidatorSpec(
-            model=model, examples=examples, model_name=model_name, latency_budget_ms=latency_budget_ms,
+            model=model, examples=examples, model_blessing=model_blessing, model_name=model_name, latency_budget_ms=latency_budget_ms,
             num_examples=num_examples, timeout_seconds=timeout_seconds, split=split,
             blessing=types.Channel(type=standard_artifacts.InfraBlessing),
         ))

@@ -16,11 +16,13 @@ from tfx.utils import path_utils
 
 from placedemarche.components.infra_validator import warmup
 from placedemarche.components.model_gate import predict
+from placedemarche.serving import model_contract
 
 logger = logging.getLogger(__name__)
 
 MODEL_KEY = "model"
 EXAMPLES_KEY = "examples"
+MODEL_BLESSING_KEY = "model_blessing"  # the model gate's verdict: a model it did not bless is not probed
 BLESSING_KEY = "blessing"
 RESULT_FILE = "infra_validation.json"
 # The custom property TFX's Pusher reads to push the warmed-up copy (TFX's own InfraValidator sets it).
@@ -33,6 +35,13 @@ class Executor(base_executor.BaseExecutor):
         model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
         examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
         blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
+        blessing.set_string_custom_property("candidate", model.get_string_custom_property("candidate"))
+        blessing.set_int_custom_property("model_id", model.id)
+        gate = input_dict.get(MODEL_BLESSING_KEY)
+        if gate and not artifact_utils.get_single_instance(gate).get_int_custom_property("blessed"):
+            # Nothing will push it: loading it in a new process would only cost time.
+            skip_unblessed(blessing)
+            return
         split = exec_properties["split"]
         records = warmup.read_examples(
             [os.path.join(examples.uri, f"Split-{split}", "*.gz")], int(exec_properties["num_examples"])
@@ -40,13 +49,16 @@ class Executor(base_executor.BaseExecutor):
         # The copy that is validated is the copy that is pushed: same files plus the warm-up requests.
         staged = path_utils.stamped_model_path(blessing.uri)
         shutil.copytree(predict.serving_dir(model.uri), staged)
-        logs = warmup.build_requests(records, exec_properties["model_name"])
+        metadata = model_contract.read_metadata(staged)
+        logs = warmup.build_requests(records, exec_properties["model_name"], metadata.get("text_columns") or ())
         warmup.write(path_utils.warmup_file_path(staged), logs)
         result_path = os.path.join(blessing.uri, RESULT_FILE)
         result = run_probe(staged, float(exec_properties["latency_budget_ms"]), result_path,
                            int(exec_properties["timeout_seconds"]))
         passed = result.get("passed", False)
         blessing.set_int_custom_property("blessed", int(passed))
+        if result.get("latency_ms"):
+            blessing.set_float_custom_property("latency_p50_ms", float(result["latency_ms"]["p50"]))
         blessing.set_int_custom_property(HAS_MODEL, int(passed))
         open(os.path.join(blessing.uri, "INFRA_BLESSED" if passed else "INFRA_NOT_BLESSED"), "w").close()
         if passed:
@@ -55,6 +67,20 @@ class Executor(base_executor.BaseExecutor):
         else:
             shutil.rmtree(staged)  # nothing half-validated is left to push
             logger.warning("infra validation FAILED: %s", "; ".join(result["problems"]))
+
+
+SKIPPED_REASON = "skipped: the model gate did not bless this model"
+
+
+def skip_unblessed(blessing) -> None:
+    """Records that the model was not probed because the gate did not bless it."""
+    blessing.set_int_custom_property("blessed", 0)
+    blessing.set_int_custom_property(HAS_MODEL, 0)
+    blessing.set_int_custom_property("skipped", 1)
+    with open(os.path.join(blessing.uri, RESULT_FILE), "w", encoding="utf-8") as f:
+        json.dump({"passed": False, "skipped": True, "problems": [SKIPPED_REASON]}, f, indent=2)
+    open(os.path.join(blessing.uri, "INFRA_NOT_BLESSED"), "w").close()
+    logger.info("infra validation %s", SKIPPED_REASON)
 
 
 def run_probe(model_dir: str, budget_ms: float, result_path: str, timeout_seconds: int) -> Dict[str, Any]:

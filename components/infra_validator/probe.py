@@ -49,6 +49,9 @@ def probe(model_dir: str, budget_ms: float) -> Dict[str, Any]:
         problems.append(f"the SavedModel does not load: {type(e).__name__}: {e}")
         return result
     result["load_seconds"] = round(time.perf_counter() - start, 3)
+    from placedemarche.serving import model_contract
+
+    defaults = model_contract.signature_defaults(model_dir)  # as TF Serving fills an input a request leaves out
     requests = list(warmup.read(warmup_path))
     result["requests"] = []
     for attempt in ("warm-up", "timed"):
@@ -61,7 +64,9 @@ def probe(model_dir: str, budget_ms: float) -> Dict[str, Any]:
                                 f"(it has {sorted(loaded.signatures)})")
                 continue
             inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
-            batch = int(next(iter(inputs.values())).shape[0])
+            for key, value in defaults.get(name, {}).items():
+                inputs.setdefault(key, tf.constant(value))
+            batch = int(next(iter(tf.make_ndarray(v) for v in request.inputs.values())).shape[0])
             t0 = time.perf_counter()
             try:
                 outputs = loaded.signatures[name](**inputs)

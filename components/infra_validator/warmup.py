@@ -8,14 +8,16 @@ sends, so what was validated is what warms the server up.
 from __future__ import annotations
 
 import glob
-from typing import Iterator, List, Sequence
+from typing import Dict, Iterator, List, Sequence
 
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-SERVING_DEFAULT = "serving_default"
-SERVING_EXAMPLES = "serving_examples"
-WARMUP_FILE = "tf_serving_warmup_requests"  # under assets.extra/, TF Serving's fixed name
+from placedemarche.serving import model_contract as contract
+
+SERVING_DEFAULT = contract.SERVING_DEFAULT
+SERVING_EXAMPLES = contract.SERVING_EXAMPLES
+WARMUP_FILE = contract.WARMUP_FILE  # under assets.extra/, TF Serving's fixed name
 MAX_BATCH = 8
 # TF Serving reads at most 1000 warm-up records.
 MAX_RECORDS = 1000
@@ -29,31 +31,46 @@ def read_examples(file_patterns: Sequence[str], limit: int) -> List[bytes]:
     return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit)]
 
 
-def build_requests(examples: Sequence[bytes], model_name: str) -> List[prediction_log_pb2.PredictionLog]:
+def build_requests(examples: Sequence[bytes], model_name: str,
+                   text_columns: Sequence[str] = ()) -> List[prediction_log_pb2.PredictionLog]:
     """Requests through both signatures: one per example at batch 1, and one batch of up to 8.
 
-    ``serving_default`` gets the examples' ``image_bytes`` (what a client sends);
-    ``serving_examples`` gets the serialized examples.
+    ``serving_default`` gets the examples' ``image_bytes`` (what a client sends) and, for a model
+    that reads ``text_columns``, their text; one more request leaves the text out (the signature's
+    default: an image-only client). ``serving_examples`` gets the serialized examples.
     """
     if not examples:
         raise ValueError("no examples to build warm-up requests from")
-    images = [tf.train.Example.FromString(e).features.feature["image_bytes"].bytes_list.value[0] for e in examples]
+    parsed = [tf.train.Example.FromString(e).features.feature for e in examples]
+    images = [f[contract.IMAGE_FEATURE].bytes_list.value[0] for f in parsed]
+    texts = [" ".join(f[c].bytes_list.value[0].decode("utf-8", "replace") if f[c].bytes_list.value else ""
+                      for c in text_columns).strip().encode("utf-8") for f in parsed]
+
+    def default(values_images, values_texts):
+        inputs = {contract.IMAGES: values_images}
+        if text_columns:
+            inputs[contract.TEXT] = values_texts
+        return _predict_log(model_name, SERVING_DEFAULT, inputs)
+
     logs = []
-    for i, (example, image) in enumerate(zip(examples, images)):
+    for i, (example, image, text) in enumerate(zip(examples, images, texts)):
         if i % 2 == 0:
-            logs.append(_predict_log(model_name, SERVING_DEFAULT, "images", [image]))
+            logs.append(default([image], [text]))
         else:
-            logs.append(_predict_log(model_name, SERVING_EXAMPLES, "examples", [example]))
-    logs.append(_predict_log(model_name, SERVING_DEFAULT, "images", images[:MAX_BATCH]))
-    logs.append(_predict_log(model_name, SERVING_EXAMPLES, "examples", list(examples[:MAX_BATCH])))
+            logs.append(_predict_log(model_name, SERVING_EXAMPLES, {contract.EXAMPLES: [example]}))
+    logs.append(default(images[:MAX_BATCH], texts[:MAX_BATCH]))
+    logs.append(_predict_log(model_name, SERVING_EXAMPLES, {contract.EXAMPLES: list(examples[:MAX_BATCH])}))
+    if text_columns:  # an image-only client of a model that reads text
+        logs.append(_predict_log(model_name, SERVING_DEFAULT, {contract.IMAGES: images[:2]}))
     return logs[:MAX_RECORDS]
 
 
-def _predict_log(model_name: str, signature: str, input_name: str, values: List[bytes]):
+def _predict_log(model_name: str, signature: str, inputs: Dict[str, List[bytes]]):
     request = predict_pb2.PredictRequest(
         model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
     )
-    request.inputs[input_name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string, shape=[len(values)]))
+    for name, values in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string, shape=[len(values)]))
     return prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
 
 

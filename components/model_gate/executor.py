@@ -101,8 +101,9 @@ class Executor(base_executor.BaseExecutor):
                 "all passed" if results["validation_ok"] else "; ".join(results["failures"])),
         ))
         results["evaluation_uri"] = evaluation.uri
-        report = {"split": exec_properties["split"], "candidate_model": cand_dir, "baseline_model": base_dir,
-                  **decision.to_dict(), "tfma": results}
+        name = candidate.get_string_custom_property("candidate") or exec_properties.get("candidate_name", "")
+        report = {"split": exec_properties["split"], "candidate_name": name, "candidate_model": cand_dir,
+                  "baseline_model": base_dir, **decision.to_dict(), "tfma": results}
         with open(os.path.join(comparison.uri, COMPARISON_FILE), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
 
@@ -112,10 +113,14 @@ class Executor(base_executor.BaseExecutor):
         blessing.set_int_custom_property("current_model_id", candidate.id)
         blessing.set_string_custom_property("baseline_model", baseline.uri)
         blessing.set_int_custom_property("baseline_model_id", baseline.id)
+        # What the Pusher compares candidates by, and how it tells them apart.
+        blessing.set_string_custom_property("candidate", name)
+        blessing.set_float_custom_property("accuracy", decision.candidate.accuracy)
+        blessing.set_string_custom_property("reasons", "; ".join(c.explanation for c in decision.failed_checks()))
         open(os.path.join(blessing.uri, "BLESSED" if decision.blessed else "NOT_BLESSED"), "w").close()
         logger.info(
-            "candidate %.4f vs baseline %.4f on %d %s examples, McNemar p=%.4g: %s%s",
-            decision.candidate.accuracy, decision.baseline.accuracy, decision.candidate.examples,
+            "candidate %s %.4f vs baseline %.4f on %d %s examples, McNemar p=%.4g: %s%s",
+            name, decision.candidate.accuracy, decision.baseline.accuracy, decision.candidate.examples,
             exec_properties["split"], decision.mcnemar.p_value, "BLESSED" if decision.blessed else "NOT blessed",
             "" if decision.blessed else " (" + "; ".join(c.explanation for c in decision.failed_checks()) + ")",
         )

@@ -1,6 +1,6 @@
 """SHAP explanations of an exported classifier: the proof of concept's Partition explainer, productised.
 
-The picture is decoded and resized exactly as the served model does it (``pipeline.trainer.model``),
+The picture is decoded and resized exactly as the served model does it (``components.trainer.model``),
 then rounded to whole 0..255 levels: SHAP's ``inpaint_*`` maskers inpaint 8-bit pictures, so
 rounding first makes "nothing masked" the very picture explained. The model is called through its
 ``serving_pixels`` signature (everything after decoding, the backbone's own preprocessing
@@ -22,10 +22,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from placedemarche.serving import model_contract as contract
+
 logger = logging.getLogger(__name__)
 
 MASKERS = ("inpaint_telea", "inpaint_ns", "blur", "mean")
-PIXELS_SIGNATURE = "serving_pixels"
+PIXELS_SIGNATURE = contract.SERVING_PIXELS
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Timings:
     masked_images: int = 0
     total: float = 0.0
     per_image: List[float] = field(default_factory=list)
+    text: float = 0.0  # explaining the words (models that read text), all pictures together
 
 
 def masker_spec(masker: str, image_size: int) -> str:
@@ -188,30 +191,121 @@ class Explainer:
                            np.asarray(result.base_values[0]), seconds)
 
 
-def saved_model_predict(model_dir: str) -> Callable[[np.ndarray], np.ndarray]:
+class SavedModelPredictor:
+    """The exported model's signatures as NumPy functions, for explaining.
+
+    ``pixels(pixels) -> probabilities`` (``serving_pixels``; for a model that reads text, with the text
+    set by :meth:`use_text` held fixed), and for such a model ``image_branch(pixels)`` and
+    ``fusion(image_probabilities, texts)`` (the words explained with the picture's branch computed once).
+    """
+
+    def __init__(self, model_dir: str):
+        import tensorflow as tf
+
+        self._tf = tf
+        self.loaded = tf.saved_model.load(model_dir)  # kept alive as long as the predictor
+        signatures = self.loaded.signatures
+        if PIXELS_SIGNATURE not in signatures:
+            raise ValueError(
+                f"the model in {model_dir} has no '{PIXELS_SIGNATURE}' signature (it has {sorted(signatures)}): "
+                "it reads no pictures, or it was exported before explanations existed; retrain it"
+            )
+        self._pixels = signatures[PIXELS_SIGNATURE]
+        self.reads_text = contract.TEXT in self._pixels.structured_input_signature[1]
+        self._branch = signatures.get(contract.SERVING_IMAGE_BRANCH)
+        self._fusion = signatures.get(contract.SERVING_FUSION)
+        self.text = ""
+
+    def use_text(self, text: str) -> None:
+        """The listing text held fixed while the picture is explained."""
+        self.text = text or ""
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        tf = self._tf
+        inputs = {contract.PIXELS: tf.constant(pixels, tf.float32)}
+        if self.reads_text:
+            inputs[contract.TEXT] = tf.constant([self.text.encode("utf-8")])
+        return self._pixels(**inputs)[contract.PROBABILITIES].numpy()
+
+    def image_branch(self, pixels: np.ndarray) -> np.ndarray:
+        return self._branch(**{contract.PIXELS: self._tf.constant(pixels, self._tf.float32)})[contract.PROBABILITIES].numpy()
+
+    def fusion(self, image_probabilities: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        tf = self._tf
+        return self._fusion(**{contract.IMAGE_PROBABILITIES: tf.constant(image_probabilities, tf.float32),
+                               contract.TEXT: tf.constant([t.encode("utf-8") for t in texts])})[
+            contract.PROBABILITIES].numpy()
+
+
+def saved_model_predict(model_dir: str) -> SavedModelPredictor:
     """``predict(pixels) -> probabilities`` through the exported model's ``serving_pixels`` signature."""
-    import tensorflow as tf
+    return SavedModelPredictor(model_dir)
 
-    loaded = tf.saved_model.load(model_dir)
-    if PIXELS_SIGNATURE not in loaded.signatures:
-        raise ValueError(
-            f"the model in {model_dir} has no '{PIXELS_SIGNATURE}' signature (it has "
-            f"{sorted(loaded.signatures)}): it was exported before explanations existed; retrain it"
-        )
-    signature = loaded.signatures[PIXELS_SIGNATURE]
 
-    def predict(pixels: np.ndarray) -> np.ndarray:
-        return signature(pixels=tf.constant(pixels, tf.float32))["probabilities"].numpy()
+@dataclass
+class TextExplanation:
+    """SHAP values of a listing's words for the classes explained on its picture."""
 
-    predict.loaded = loaded  # keep the SavedModel alive as long as the function
-    return predict
+    text: str
+    tokens: List[str]
+    values: np.ndarray  # [tokens, k]
+    base_values: np.ndarray  # [k]: every word masked = the picture's own answer
+    probabilities: np.ndarray  # [classes]: the picture with the whole text
+    classes: List[int]
+    seconds: float = 0.0
+
+    def efficiency_gap(self) -> np.ndarray:
+        """|sum of the words' attributions + the no-text output - the output| per class (0 in theory)."""
+        return np.abs(self.values.sum(axis=0) + self.base_values - self.probabilities[self.classes])
+
+
+class TextExplainer:
+    """Which words moved the decision, with the picture held fixed (SHAP Partition over words).
+
+    ``fusion(image_probabilities [N, C], texts) -> probabilities [N, C]`` is the model after its image
+    branch, so the backbone runs once per picture, not once per masked text. Masked words are
+    removed from the text; with every word masked, the answer is the picture's alone.
+    """
+
+    def __init__(self, fusion: Callable[[np.ndarray, Sequence[str]], np.ndarray], labels: Sequence[str],
+                 max_evals: int = 300, batch_size: int = 50):
+        self.fusion, self.labels = fusion, list(labels)
+        self.max_evals, self.batch_size = max_evals, batch_size
+        self.seconds = 0.0
+
+    def explain(self, image_probabilities: np.ndarray, text: str, classes: Sequence[int]) -> TextExplanation:
+        import shap
+
+        start = time.perf_counter()
+        fixed = np.asarray(image_probabilities, np.float32).reshape(1, -1)
+
+        def model(texts) -> np.ndarray:
+            texts = [str(t) for t in np.asarray(texts).reshape(-1)]
+            return self.fusion(np.repeat(fixed, len(texts), axis=0), texts)
+
+        full = model([text])[0]
+        # Masked words become SHAP's "..." mask token, which the model's own normalisation turns into
+        # a space: a masked word is a removed word.
+        masker = shap.maskers.Text()
+        tokens = masker.tokenizer(text)["input_ids"] if text.strip() else []
+        if not tokens:  # nothing to explain: the answer is the picture's
+            values, base = np.zeros((0, len(classes)), np.float32), full[list(classes)]
+        else:
+            explainer = shap.Explainer(model, masker, output_names=self.labels, algorithm="partition")
+            result = explainer([text], max_evals=max(self.max_evals, 2 * len(tokens) + 1),
+                               batch_size=self.batch_size, outputs=list(classes), silent=True)
+            values, base = np.asarray(result.values[0], np.float32), np.asarray(result.base_values[0])
+            tokens = [str(t).strip() for t in result.data[0]]
+        seconds = time.perf_counter() - start
+        self.seconds += seconds
+        return TextExplanation(text, list(tokens), values, base, full, list(classes), seconds)
 
 
 def decode(image_bytes: bytes, image_size: int) -> np.ndarray:
     """The served model's own decoding and resizing of one picture → ``[size, size, 3]`` float 0..255."""
     import tensorflow as tf
 
-    from placedemarche.pipeline.trainer import model as model_lib
+    from placedemarche.components.trainer import model as model_lib
 
     try:
         return model_lib.decode_and_resize(tf.constant(image_bytes), image_size).numpy()

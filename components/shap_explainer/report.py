@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from placedemarche.components.shap_explainer.explain import Explanation
+from placedemarche.components.shap_explainer.explain import Explanation, TextExplanation
 
 VALUES_FILE = "shap_values.npz"
 INDEX_FILE = "index.json"
@@ -27,10 +27,24 @@ class Item:
     explanation: Explanation
     true_label: Optional[str] = None  # unknown for an ad-hoc picture
     source: Optional[str] = None  # the file it came from, for ad-hoc pictures
+    text: Optional[TextExplanation] = None  # the words, for a model that reads text
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "image"
+
+
+def _text_entry(t: TextExplanation, labels: Sequence[str]) -> dict:
+    return {
+        "text": t.text,
+        "tokens": t.tokens,
+        # values[i][j]: token i's attribution to class j of top_k (the picture's top classes)
+        "values": np.round(t.values, 6).tolist(),
+        "classes": [labels[c] for c in t.classes],
+        "base_values": [float(v) for v in t.base_values],  # no word: the picture's own answer
+        "efficiency_gap": float(t.efficiency_gap().max()) if len(t.classes) else 0.0,
+        "seconds": round(t.seconds, 3),
+    }
 
 
 def overlay(item: Item, labels: Sequence[str], path: str) -> None:
@@ -44,6 +58,11 @@ def overlay(item: Item, labels: Sequence[str], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    with matplotlib.rc_context({"text.parse_math": False}):  # category names are plain text ('Under $50')
+        _overlay(item, labels, path, plt)
+
+
+def _overlay(item: Item, labels: Sequence[str], path: str, plt) -> None:
     e = item.explanation
     maps = e.values.sum(axis=2)  # [H, W, k]: the three channels of a pixel together
     limit = float(np.nanpercentile(np.abs(maps), 99.5)) or 1e-12
@@ -83,6 +102,7 @@ def write(out_dir: str, items: List[Item], labels: Sequence[str], settings: dict
             "overlay": png,
             "seconds": round(e.seconds, 2),
             "efficiency_gap": float(e.efficiency_gap().max()),
+            **({"text": _text_entry(item.text, labels)} if item.text is not None else {}),
         })
     if items:
         np.savez_compressed(
@@ -94,6 +114,9 @@ def write(out_dir: str, items: List[Item], labels: Sequence[str], settings: dict
             probabilities=np.stack([i.explanation.probabilities for i in items]),
             pixels=np.stack([i.explanation.pixels for i in items]),
             labels=np.array(list(labels)),
+            # Words: one array per explained listing (their numbers of words differ).
+            **{f"text_values_{n:03d}": i.text.values.astype(np.float32) for n, i in enumerate(items) if i.text},
+            **{f"text_tokens_{n:03d}": np.array(i.text.tokens, dtype=str) for n, i in enumerate(items) if i.text},
         )
     with open(os.path.join(out_dir, INDEX_FILE), "w", encoding="utf-8") as f:
         json.dump({"settings": settings, "labels": list(labels), "images": index}, f, indent=2)
@@ -101,17 +124,36 @@ def write(out_dir: str, items: List[Item], labels: Sequence[str], settings: dict
     return index
 
 
+def _words_html(text: dict) -> str:
+    """The listing's words coloured by their attribution to the predicted class (red: for, blue: against)."""
+    e = html.escape
+    if not text["tokens"]:
+        return "<p class='words'>(no words: the answer is the picture's)</p>"
+    values = [v[0] for v in text["values"]]
+    limit = max(abs(v) for v in values) or 1e-12
+    spans = []
+    for token, value in zip(text["tokens"], values):
+        alpha = min(1.0, abs(value) / limit)
+        colour = f"rgba(220,30,30,{alpha:.2f})" if value > 0 else f"rgba(30,80,220,{alpha:.2f})"
+        spans.append(f"<span class='word' style='background:{colour}' data-value='{value:.6f}' "
+                     f"title='{value:+.4f}'>{e(token)}</span>")
+    return (f"<p class='words'>Words for <b>{e(text['classes'][0])}</b> (red: for, blue: against; without any word the "
+            f"picture alone gives {text['base_values'][0]:.3f}): " + " ".join(spans) + "</p>")
+
+
 def _write_html(out_dir: str, index: List[dict], settings: dict) -> None:
     e = html.escape
     cards = "".join(
         f"<figure><img src='{e(i['overlay'])}' alt='{e(i['id'])}'><figcaption><b>{e(i['id'])}</b>: "
         f"true {e(str(i['true_label']))}, predicted {e(i['predicted_label'])} ({i['probability']:.3f})"
-        f"{' ✓' if i['true_label'] == i['predicted_label'] else ''}</figcaption></figure>"
+        f"{' ✓' if i['true_label'] == i['predicted_label'] else ''}</figcaption>"
+        + (_words_html(i["text"]) if "text" in i else "") + "</figure>"
         for i in index
     ) or "<p>No pictures were explained.</p>"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>SHAP explanations</title>
-<style>body {{ font-family: sans-serif; margin: 2em; }} figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}</style>
+<style>body {{ font-family: sans-serif; margin: 2em; }} figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
+.word {{ padding: 0 2px; border-radius: 3px; }}</style>
 </head><body>
 <h1>SHAP explanations</h1>
 <p>Partition explainer, masker <code>{e(str(settings.get('masker')))}</code>, max_evals {settings.get('max_evals')},

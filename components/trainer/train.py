@@ -21,31 +21,63 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from placedemarche.pipeline.trainer import model as model_lib
+from placedemarche.components.trainer import model as model_lib
 
 logger = logging.getLogger(__name__)
 
 IMAGE_FEATURE = "image_bytes"
+ID_FEATURE = "uniq_id"
 LABEL_FEATURE = "label"
 # Set (to anything) by ``placedemarche -q``: the Trainers run in the CLI's process and draw no bars.
 NO_PROGRESS_ENV = "PLACEDEMARCHE_NO_PROGRESS"
 
 
-def read_split(file_patterns: Sequence[str]) -> Tuple[List[bytes], List[str]]:
-    """Image bytes and labels of the GZIP TFRecords matching ``file_patterns``."""
+@dataclass
+class Examples:
+    """One split's examples as the Trainers use them, in file order."""
+
+    ids: List[str]
+    labels: List[str]  # "" where the example has no label
+    images: List[bytes]
+    texts: Dict[str, List[str]] = field(default_factory=dict)  # text column -> one string per example ("" if absent)
+
+    def text(self, columns: Sequence[str]) -> List[str]:
+        """Per example, ``columns`` joined by a space (what a text candidate reads)."""
+        from placedemarche.components.trainer import text as text_lib
+
+        return text_lib.join_columns([self.texts[c] for c in columns])
+
+
+def read_examples(file_patterns: Sequence[str], text_columns: Sequence[str] = ()) -> Examples:
+    """Ids, labels, image bytes and ``text_columns`` of the GZIP TFRecords matching ``file_patterns``.
+
+    Raises:
+      FileNotFoundError: no file matches.
+    """
     files = sorted(f for p in file_patterns for f in glob.glob(p))
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {list(file_patterns)}")
     spec = {
-        IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string),
-        LABEL_FEATURE: tf.io.FixedLenFeature([], tf.string),
+        ID_FEATURE: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        LABEL_FEATURE: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        **{c: tf.io.FixedLenFeature([], tf.string, default_value="") for c in text_columns},
     }
-    images, labels = [], []
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-        parsed = tf.io.parse_single_example(record, spec)
-        images.append(parsed[IMAGE_FEATURE].numpy())
-        labels.append(parsed[LABEL_FEATURE].numpy().decode("utf-8"))
-    return images, labels
+    out = Examples([], [], [], {c: [] for c in text_columns})
+    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(256):
+        parsed = tf.io.parse_example(batch, spec)
+        out.ids.extend(v.decode("utf-8") for v in parsed[ID_FEATURE].numpy())
+        out.images.extend(parsed[IMAGE_FEATURE].numpy().tolist())
+        out.labels.extend(v.decode("utf-8") for v in parsed[LABEL_FEATURE].numpy())
+        for c in text_columns:
+            out.texts[c].extend(v.decode("utf-8", "replace") for v in parsed[c].numpy())
+    return out
+
+
+def read_split(file_patterns: Sequence[str]) -> Tuple[List[bytes], List[str]]:
+    """Image bytes and labels of the GZIP TFRecords matching ``file_patterns``."""
+    examples = read_examples(file_patterns)
+    return examples.images, examples.labels
 
 
 def feature_step(extractor: keras.Model, image_size: int, augmenter: Optional[keras.Model] = None):
@@ -178,28 +210,33 @@ def one_hot(labels: Sequence[str], vocabulary: Sequence[str]) -> np.ndarray:
     return out
 
 
-def save_history(result: TrainResult, out_dir: str) -> None:
-    """``history.json`` (per-epoch loss / accuracy, train and validation) and ``history.png``."""
+def save_history(results: Dict[str, TrainResult], out_dir: str, timings: Optional[Dict[str, object]] = None) -> None:
+    """``history.json`` and ``history.png``: per-epoch loss / accuracy, train and validation, of each
+    classifier (``image``, ``text``). ``history`` holds the main one's (the image head's when there is one)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     os.makedirs(out_dir, exist_ok=True)
+    main = results.get("image") or next(iter(results.values()))
     with open(os.path.join(out_dir, "history.json"), "w", encoding="utf-8") as f:
-        json.dump({"history": result.history, "best_epoch": result.best_epoch,
-                   "stopped_early": result.stopped_early, "seconds_per_epoch": result.seconds_per_epoch,
-                   "timings": result.timings}, f, indent=2)
+        json.dump({"history": main.history, "best_epoch": main.best_epoch,
+                   "stopped_early": main.stopped_early, "seconds_per_epoch": main.seconds_per_epoch,
+                   "branches": {name: {"history": r.history, "best_epoch": r.best_epoch, "stopped_early": r.stopped_early,
+                                       "seconds_per_epoch": r.seconds_per_epoch} for name, r in results.items()},
+                   "timings": timings or {}}, f, indent=2)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", "accuracy")):
-        epochs = range(1, len(result.history.get(metric, [])) + 1)
-        ax.plot(epochs, result.history.get(metric, []), label=f"train {metric}")
-        ax.plot(epochs, result.history.get(f"val_{metric}", []), label=f"validation {metric}")
-        if result.best_epoch:
-            ax.axvline(result.best_epoch, color="grey", linestyle="--", label="best epoch")
+        for name, result in results.items():
+            epochs = range(1, len(result.history.get(metric, [])) + 1)
+            ax.plot(epochs, result.history.get(metric, []), label=f"{name} train {metric}")
+            ax.plot(epochs, result.history.get(f"val_{metric}", []), "--", label=f"{name} validation {metric}")
+            if result.best_epoch:
+                ax.axvline(result.best_epoch, color="grey", linestyle=":", label=f"{name} best epoch")
         ax.set_xlabel("epoch")
         ax.set_title(metric)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "history.png"), dpi=80)
     plt.close(fig)

@@ -1,0 +1,16 @@
+"""BackboneFeatures' keys, properties and artifact type name (one place for every reader)."""
+
+EXAMPLES_KEY = "examples"
+FEATURES_KEY = "features"
+
+# Execution parameters.
+BACKBONE = "backbone"
+WEIGHTS = "weights"
+IMAGE_SIZE = "image_size"
+VIEWS = "views"
+SEED = "seed"
+ALLOW_RANDOM_WEIGHTS = "allow_random_weights"
+BATCH_SIZE = "batch_size"
+
+FEATURES_TYPE_NAME = "placedemarche.BackboneFeatures"
+SPLITS = ("train", "eval")

@@ -1,0 +1,34 @@
+"""Executor of BackboneFeatures: read the train and eval pictures, compute the backbone's features."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List
+
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+
+from placedemarche.components.backbone_features import constants as c
+from placedemarche.components.trainer import features as features_lib
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
+           exec_properties: Dict[str, Any]) -> None:
+        examples = artifact_utils.get_single_instance(input_dict[c.EXAMPLES_KEY])
+        out = artifact_utils.get_single_instance(output_dict[c.FEATURES_KEY])
+        spec = features_lib.FeatureSpec(
+            backbone=exec_properties[c.BACKBONE], weights=exec_properties[c.WEIGHTS],
+            image_size=int(exec_properties[c.IMAGE_SIZE]), views=int(exec_properties[c.VIEWS]),
+            seed=int(exec_properties[c.SEED]), allow_random_weights=bool(exec_properties[c.ALLOW_RANDOM_WEIGHTS]),
+            batch_size=int(exec_properties[c.BATCH_SIZE]),
+        )
+        pictures = {split: features_lib.read_pictures([os.path.join(examples.uri, f"Split-{split}", "*.gz")])
+                    for split in c.SPLITS}
+        info = features_lib.compute(spec, pictures, out.uri)
+        out.set_string_custom_property(c.BACKBONE, info.backbone)
+        out.set_string_custom_property("weights", info.weights)
+        out.set_string_custom_property("weights_fingerprint", info.weights_fingerprint)
+        out.set_int_custom_property(c.VIEWS, info.views)
+        out.set_int_custom_property("dim", info.dim)
+        out.set_float_custom_property("pictures_per_second", info.timings["pictures_per_second"])
