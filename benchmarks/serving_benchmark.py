@@ -17,7 +17,6 @@ batch-8 throughput.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import socket

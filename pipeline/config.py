@@ -631,7 +631,6 @@ def _merge_candidates(current: List[Dict[str, Any]], value: Any, source: str,
             out.append(candidate)
         return out
     if isinstance(value, Mapping):
-        names = [c["name"] for c in current]
         for name, keys in value.items():
             if not isinstance(keys, Mapping):
                 raise ConfigError(f"config key '{CANDIDATES}.{name}' (from {source}) must hold a mapping of the "

@@ -119,6 +119,7 @@ def ingestion_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
         examples_per_split_and_label=summary["examples_per_split_and_label"],
         quarantined=quarantined,
         quarantined_by_reason=summary["quarantined_by_reason"],
+        examples_without_text=summary.get("examples_without_text", {}),
         notices=summary["notices"],
         artifacts={"examples": example_gen.outputs["examples"][0], "quarantine": quarantine_uri},
     )
@@ -205,3 +206,27 @@ def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
         "pushed": pushed,
         "explanations": info.explanations,
     }
+
+
+def curated_schema(config: PipelineConfig, run_dir: Path, schema_out: str):
+    """Ingests the catalogue (statistics stages only), infers the curated schema from the train split's
+    statistics and writes it to ``schema_out``; returns ``(schema, labels)``.
+
+    Raises:
+      PipelineFailed: ingestion failed.
+    """
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    from placedemarche.pipeline import schema_tools
+
+    run(config, run_dir, stages="statistics")
+    store = outputs.open_store(str(metadata_path(run_dir)))
+    name = pipeline_lib.statistics_pipeline_name(config)
+    stats_run = outputs.latest_node_run(store, name, pipeline_lib.STATISTICS_GEN)
+    gen_run = outputs.latest_node_run(store, name, pipeline_lib.EXAMPLE_GEN)
+    summary = json.loads(Path(gen_run.outputs["quarantine"][0], eg_artifacts.SUMMARY_FILE).read_text(encoding="utf-8"))
+    train = statistics_pb2.DatasetFeatureStatisticsList(
+        datasets=[anomalies_lib.read_statistics(stats_run.outputs["statistics"][0], "train")])
+    schema = schema_tools.infer_curated_schema(train, summary["labels"])
+    schema_tools.write_schema(schema, schema_out)
+    return schema, sorted(summary["labels"])

@@ -34,7 +34,7 @@ from placedemarche.components.serving_pusher.component import ServingPusher
 from placedemarche.components.shap_explainer.component import ShapExplainer
 from placedemarche.components.trainer.component import HeadTrainer
 from placedemarche.components.trainer.trainer import TrainSpec
-from placedemarche.pipeline.config import CandidateConfig, ModelConfig, PipelineConfig
+from placedemarche.pipeline.config import ModelConfig, PipelineConfig
 
 # Node ids, used by the runners and the summaries to find each stage's outputs.
 EXAMPLE_GEN = "CatalogueExampleGen"

@@ -4,7 +4,9 @@
 ``flipkart_com-ecommerce_sample_1050.csv`` plus an ``Images/`` folder. Each of the seven top-level
 categories has its own shape, palette and texture, drawn with noise at varied sizes, positions and
 aspect ratios, so the category is learnable from the pixels but not by a single pixel. Pictures are
-JPEG or PNG. The same seed gives the same bytes.
+JPEG or PNG. Names and descriptions carry the category the way real listings do (``_listing_text``):
+category words mixed with words shared across categories, generic nouns and brands, some empty or
+boilerplate descriptions and a few words of another category. The same seed gives the same bytes.
 
 With ``defects=True`` extra rows carry the faults real catalogues have (see ``DEFECTS``). A
 ``sample_manifest.json`` next to the CSV lists every defect row with what ingestion should do with it,
@@ -224,29 +226,86 @@ def _pid(rng: random.Random) -> str:
     return "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") for _ in range(16))
 
 
+# Listing text as sellers write it: each category has its own words, but many words are shared
+# across categories, some names use generic nouns or brands sold in several categories, some
+# descriptions are empty or say nothing about the product, and a few mention another category's
+# words. The category can be read from the text most of the time, not always.
+CATEGORY_WORDS: Dict[str, Tuple[str, ...]] = {
+    "Home Furnishing": ("bedsheet", "pillow", "curtain", "eyelet", "window", "towel", "bath", "double", "single",
+                        "polyester", "cushion", "linen", "bedroom"),
+    "Baby Care": ("baby", "infant", "newborn", "kids", "girls", "boys", "feeding", "romper", "diaper", "toddler",
+                  "bib", "nursery"),
+    "Watches": ("analog", "digital", "dial", "strap", "wrist", "chronograph", "water resistant", "quartz",
+                "stopwatch", "bracelet", "timepiece"),
+    "Home Decor & Festive Needs": ("decorative", "showpiece", "festive", "diwali", "handcrafted", "brass", "idol",
+                                   "wall hanging", "diya", "candle", "puja", "figurine"),
+    "Kitchen & Dining": ("cooking", "kitchen", "mug", "ceramic", "cup", "microwave", "dishwasher", "lid", "stainless",
+                         "cookware", "kadhai", "induction"),
+    "Beauty and Personal Care": ("fragrance", "skin", "hair", "spray", "lotion", "deodorant", "oil", "shampoo",
+                                 "perfume", "moisturising", "ml"),
+    "Computers": ("laptop", "usb", "wireless", "port", "adapter", "compatible", "battery", "keyboard", "mouse",
+                  "router", "mbps", "charger"),
+}
+SHARED_WORDS: Tuple[str, ...] = (
+    "premium", "quality", "durable", "gift", "stylish", "design", "multicolor", "pack", "set", "combo", "soft",
+    "leather", "wooden", "cotton", "steel", "plastic", "black", "blue", "red", "white", "pink", "brown", "men",
+    "women", "home", "office", "travel", "printed", "classic", "modern", "light", "portable", "easy", "care",
+)
+SHARED_NOUNS: Tuple[str, ...] = ("Combo Set", "Gift Pack", "Cover", "Holder", "Stand", "Organizer", "Accessory")
+SHARED_BRANDS: Tuple[str, ...] = ("Flipkart SmartBuy", "Generic", "Shopmania", "Vaishali", "HomeCraft")
+
+
+def _listing_text(category: Category, brand: str, adjective: str, noun: str, discounted: float,
+                  trng: random.Random) -> Tuple[str, str]:
+    """``(product_name, description)`` of one product, from its own random stream ``trng``."""
+    if trng.random() < 0.2:
+        noun = trng.choice(SHARED_NOUNS)
+    if trng.random() < 0.25:
+        brand = trng.choice(SHARED_BRANDS)
+    name = "" if trng.random() < 0.02 else f"{brand} {adjective} {noun}"
+    kind = trng.random()
+    if kind < 0.12:
+        return name, ""
+    price = f"Rs.{int(discounted)}"
+    if kind < 0.32:  # the marketplace's boilerplate: nothing about the product
+        shown = name or "this product"
+        return name, (f"Buy {shown} for {price} online. {shown} at best prices with FREE shipping & cash on "
+                      "delivery. Only Genuine Products. 30 Day Replacement Guarantee.")
+    words = trng.sample(CATEGORY_WORDS[category.name], trng.randint(1, 3))
+    words += trng.sample(SHARED_WORDS, trng.randint(3, 6))
+    if trng.random() < 0.15:  # a word of another category (a cross-sold or mislabelled listing)
+        other = trng.choice([c for c in CATEGORY_WORDS if c != category.name])
+        words.append(trng.choice(CATEGORY_WORDS[other]))
+    trng.shuffle(words)
+    return name, f"Key Features of {name or 'the product'} {' '.join(words)}. Price: {price}."
+
+
 def _row(uniq_id: str, image: str, category: Category, index: int, rng: random.Random) -> Dict[str, object]:
     """The CSV row of one product, with the real file's formats (prices as floats, JSON-ish tree)."""
     sub = rng.choice(category.subcategories)
     noun = rng.choice(category.nouns)
     brand = rng.choice(category.brands)
-    name = f"{brand} {rng.choice(('Classic', 'Premium', 'Smart', 'Elegant', 'Everyday'))} {noun}"
+    adjective = rng.choice(('Classic', 'Premium', 'Smart', 'Elegant', 'Everyday'))
+    tree_name = f"{brand} {adjective} {noun}"
     retail = float(rng.randrange(199, 9999, 10))
     discounted = float(int(retail * rng.uniform(0.4, 1.0)))
     rating = "No rating available" if rng.random() < 0.8 else f"{rng.uniform(1, 5):.1f}"
     day = 1 + index % 28
     pid = _pid(rng)
+    # The text has a random stream of its own, so pictures (drawn from ``rng``) do not depend on it.
+    name, description = _listing_text(category, brand, adjective, noun, discounted, random.Random(f"text/{uniq_id}"))
     return {
         "uniq_id": uniq_id,
         "crawl_timestamp": f"2016-0{1 + index % 6}-{day:02d} {index % 24:02d}:{index % 60:02d}:{(index * 7) % 60:02d} +0000",
-        "product_url": f"http://www.flipkart.com/{name.lower().replace(' ', '-')}/p/itm{uniq_id[:13]}?pid={pid}",
-        "product_name": name,
-        "product_category_tree": f'["{category.name} >> {sub} >> {noun} >> {name}..."]',
+        "product_url": f"http://www.flipkart.com/{tree_name.lower().replace(' ', '-')}/p/itm{uniq_id[:13]}?pid={pid}",
+        "product_name": name or None,
+        "product_category_tree": f'["{category.name} >> {sub} >> {noun} >> {tree_name}..."]',
         "pid": pid,
         "retail_price": retail,
         "discounted_price": discounted,
         "image": image,
         "is_FK_Advantage_product": rng.random() < 0.05,
-        "description": f"Key Features of {name} {noun} by {brand}. Buy {name} for Rs.{int(discounted)} online.",
+        "description": description or None,
         "product_rating": rating,
         "overall_rating": rating,
         # About a third of the real rows have no brand.

@@ -61,6 +61,10 @@ LABELS_FILE = "labels.txt"
 METADATA_FILE = "metadata.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 SAVED_MODEL_FILE = "saved_model.pb"
+# Written last into a pushed version (under assets.extra/): the version's files are all there. The
+# local server and the pipeline load only versions that have it (a copy to an object store is not
+# atomic); TF Serving ignores the file.
+COMPLETE_MARKER = "push_complete.json"
 TRAINER_SERVING_SUBDIR = "Format-Serving"  # where a Trainer's Model artifact keeps the SavedModel
 
 
@@ -96,6 +100,24 @@ def read_metadata(model_dir: str) -> Dict[str, Any]:
     """``assets.extra/metadata.json``: backbone, image size, text columns, weights, recipe, ..."""
     with _open(os.path.join(model_dir, ASSETS_EXTRA, METADATA_FILE)) as f:
         return json.loads(f.read())
+
+
+def is_complete(version_dir: str) -> bool:
+    """Whether a pushed version folder carries the completion marker (and a SavedModel)."""
+    return (_exists(os.path.join(version_dir, ASSETS_EXTRA, COMPLETE_MARKER))
+            and _exists(os.path.join(version_dir, SAVED_MODEL_FILE)))
+
+
+def write_complete_marker(version_dir: str, record: Dict[str, Any]) -> None:
+    """Marks a staged version as whole (the last file a push writes)."""
+    if "://" in version_dir:
+        import tensorflow as tf
+
+        tf.io.gfile.makedirs(os.path.join(version_dir, ASSETS_EXTRA))
+    else:
+        os.makedirs(os.path.join(version_dir, ASSETS_EXTRA), exist_ok=True)
+    with _open(os.path.join(version_dir, ASSETS_EXTRA, COMPLETE_MARKER), "w") as f:
+        f.write(json.dumps(record, indent=2))
 
 
 def reads_text(metadata: Dict[str, Any]) -> bool:

@@ -113,11 +113,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 | "CountsJson" >> beam.Map(lambda kv: json.dumps([kv[0][0], kv[0][1], kv[1]]))
                 | "WriteCounts" >> beam.io.WriteToText(os.path.join(scratch, "counts"))
             )
+            _ = (
+                out[transform.MISSING_TEXT]
+                | "MissingTextJson" >> beam.Map(json.dumps)
+                | "WriteMissingText" >> beam.io.WriteToText(os.path.join(scratch, "missing_text"))
+            )
 
         quarantined = [catalogue.QuarantineEntry(**d) for d in _collect_json_lines(os.path.join(scratch, "quarantine*"))]
         quarantined = sorted(early_quarantine + quarantined, key=lambda e: (e.row, e.reason))
         counts = _collect_json_lines(os.path.join(scratch, "counts*"))
         summary = summarise(total, counts, quarantined, csv_path)
+        missing = dict(_collect_json_lines(os.path.join(scratch, "missing_text*")))
+        summary["examples_without_text"] = {c: missing.get(c, 0) for c in (*transform.TEXT_COLUMNS, "no_text")}
         _write_json(os.path.join(report.uri, artifacts.QUARANTINE_FILE), [e.to_dict() for e in quarantined])
         _write_json(os.path.join(report.uri, artifacts.SUMMARY_FILE), summary)
 

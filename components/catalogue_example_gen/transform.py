@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 QUARANTINE = "quarantine"
 COUNTS = "counts"
+MISSING_TEXT = "missing_text"  # (text column, 1) for each example without it
+TEXT_COLUMNS = ("product_name", "description")  # what the text candidates read by default
 
 # Feature names of the examples; the trainer, schema and tests use these constants.
 IMAGE = "image_bytes"
@@ -128,6 +130,11 @@ class _MakeExample(beam.DoFn):
             text = (row.fields.get(name) or "").strip()
             if text:  # absent, not empty, when unknown: TFDV then counts it as missing
                 feature[name] = _bytes(text)
+        missing = [c for c in TEXT_COLUMNS if c not in feature]
+        for name in missing:  # kept: text is optional (the model answers from the picture)
+            yield beam.pvalue.TaggedOutput(MISSING_TEXT, (name, 1))
+        if len(missing) == len(TEXT_COLUMNS):
+            yield beam.pvalue.TaggedOutput(MISSING_TEXT, ("no_text", 1))
         for name in ("retail_price", "discounted_price"):
             value = catalogue.parse_float(row.fields.get(name))
             if value is not None:
@@ -140,8 +147,9 @@ class _MakeExample(beam.DoFn):
 
 class IngestCatalogue(beam.PTransform):
     """``PCollection[CatalogueRow]`` → dict of ``PCollection``s: one of serialized examples per split
-    (``train``, ``eval``, ``test``), ``quarantine`` (QuarantineEntry dicts) and ``counts``
-    (``((split, label), n)`` summed)."""
+    (``train``, ``eval``, ``test``), ``quarantine`` (QuarantineEntry dicts), ``counts``
+    (``((split, label), n)`` summed) and ``missing_text`` (``(column or "no_text", n)``: examples
+    kept without a product name and / or description)."""
 
     def __init__(self, options: IngestOptions, label: Optional[str] = None):
         super().__init__(label)
@@ -163,7 +171,7 @@ class IngestCatalogue(beam.PTransform):
             # Spread the decoding over workers (GroupByKey output can be lumpy).
             | "Reshuffle" >> beam.Reshuffle()
             | "MakeExamples" >> beam.ParDo(_MakeExample(self._options)).with_outputs(
-                QUARANTINE, COUNTS, *catalogue.SPLITS
+                QUARANTINE, COUNTS, MISSING_TEXT, *catalogue.SPLITS
             )
         )
         outputs: Dict[str, beam.PCollection] = {s: made[s] for s in catalogue.SPLITS}
@@ -173,4 +181,5 @@ class IngestCatalogue(beam.PTransform):
             made[QUARANTINE],
         ) | "AllQuarantined" >> beam.Flatten()
         outputs[COUNTS] = made[COUNTS] | "CountPerSplitAndLabel" >> beam.CombinePerKey(sum)
+        outputs[MISSING_TEXT] = made[MISSING_TEXT] | "CountMissingText" >> beam.CombinePerKey(sum)
         return outputs

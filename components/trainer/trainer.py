@@ -24,7 +24,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from placedemarche.components.trainer import backbones
 from placedemarche.components.trainer import export as export_lib
 from placedemarche.components.trainer import features as features_lib
 from placedemarche.components.trainer import fusion as fusion_lib

@@ -1,0 +1,159 @@
+"""Data commands: ``make-sample`` (the generated catalogue), ``ingest`` (the data stages and their report), ``schema`` (a curated schema from a catalogue's statistics)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from placedemarche.pipeline.cli import common
+
+logger = logging.getLogger(__name__)
+
+
+def _cmd_make_sample(args: argparse.Namespace) -> int:
+    from placedemarche.pipeline import sample_data  # heavy imports (pandas, PIL) only when needed
+
+    try:
+        csv_path = sample_data.make_sample(
+            args.out, per_class=args.per_class, seed=args.seed, defects=args.defects,
+            show_progress=not args.quiet,
+        )
+    except (ValueError, FileExistsError) as e:
+        raise common.UserError(str(e)) from e
+    print(f"catalogue written: {csv_path}")
+    print(f"images folder:     {csv_path.parent / sample_data.IMAGES_DIR}")
+    print(f"defect manifest:   {csv_path.parent / sample_data.MANIFEST_NAME}")
+    return common.EXIT_OK
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from placedemarche.pipeline import local_runner
+
+    run_dir = os.path.abspath(args.output)
+    cfg = local_runner.with_data(common.config_with_data(args), run_dir, show_progress=not args.quiet)
+    failure = None
+    try:
+        local_runner.run(cfg, run_dir, stages="data")
+    except local_runner.PipelineFailed as e:
+        failure = str(e)
+    try:
+        report = local_runner.ingestion_report(cfg, run_dir)
+    except local_runner.PipelineFailed:
+        report = {"run_dir": run_dir, "examples": None, "labels": None, "quarantined": None, "anomalies": None}
+    report["failure"] = failure
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        _print_ingestion(report)
+    return common.EXIT_OK if failure is None else common.EXIT_FAILED
+
+
+def _print_ingestion(report: dict) -> None:
+    if report.get("examples") is not None:
+        print(f"catalogue: {report['csv']} ({report['rows']} rows)")
+        splits = list(report["examples"])
+        labels = sorted(report["labels"])
+        width = max([len(x) for x in labels] + [8])
+        print("\nexamples per split and label:")
+        print(f"  {'label':<{width}}  " + "  ".join(f"{s:>6}" for s in splits) + "   total")
+        per = report["examples_per_split_and_label"]
+        for label in labels:
+            cells = "  ".join(f"{per[s].get(label, 0):>6}" for s in splits)
+            print(f"  {label:<{width}}  {cells}  {report['labels'][label]:>6}")
+        cells = "  ".join(f"{report['examples'][s]:>6}" for s in splits)
+        print(f"  {'total':<{width}}  {cells}  {sum(report['examples'].values()):>6}")
+        without = report.get("examples_without_text") or {}
+        if without:
+            print("kept without text (the models answer from the picture): "
+                  + ", ".join(f"{n} {'with neither' if c == 'no_text' else 'without ' + c}" for c, n in without.items()))
+        quarantined = report["quarantined"]
+        print(f"\nquarantined: {len(quarantined)} of {report['rows']} rows")
+        for reason, n in report["quarantined_by_reason"].items():
+            print(f"  {reason}: {n}")
+        for q in quarantined:
+            print(f"  row {q['row']}: {q['reason']} - id {q['uniq_id']}, file {q['image'] or '-'}: {q['detail']}")
+        for note in report["notices"]:
+            print(f"notice: {note}")
+        anomalies = report["anomalies"]
+        if anomalies is None:
+            print("\nanomalies: not checked (validation did not run)")
+        else:
+            print(f"\nanomalies: {len(anomalies) or 'none'}")
+            for a in anomalies:
+                print(f"  split '{a['split']}', feature '{a['feature']}': {a['short']} ({a['description']})")
+        print(f"data validation: {report['data_validation']}")
+        print(f"artifacts: {report['artifacts']}")
+    if report.get("failure"):
+        print(f"\nFAILED: {report['failure']}", file=sys.stderr)
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from placedemarche.pipeline import local_runner
+
+    run_dir = os.path.abspath(args.work_dir)
+    cfg = local_runner.with_data(common.config_with_data(args), run_dir, show_progress=not args.quiet)
+    try:
+        schema, labels = local_runner.curated_schema(cfg, run_dir, args.schema_out)
+    except local_runner.PipelineFailed as e:
+        raise common.UserError(f"ingestion failed, no schema written: {e}") from e
+    print(f"schema written: {args.schema_out} ({len(schema.feature)} features, labels: {', '.join(labels)})")
+    print(f"use it with --set data.schema_file={args.schema_out}, or copy it over "
+          "pipeline/schema/schema.pbtxt to make it the default")
+    return common.EXIT_OK
+
+
+def register(sub) -> None:
+    """Adds this group's subcommands to ``sub`` (the top-level parser's subparsers)."""
+    p = sub.add_parser(
+        "make-sample",
+        help="write a generated catalogue in the Flipkart sample's format (the default demo data)",
+        description=(
+            "Writes OUT/<csv> with the real catalogue's 15 columns and OUT/Images/ with generated "
+            "product pictures (7 categories, each learnable from its shapes and colours; JPEG and PNG). "
+            "--defects adds one row per fault real catalogues have (missing file, truncated JPEG, "
+            "not an image, tiny image, duplicate id, one picture under two categories, empty category) "
+            "and valid rows in unusual forms (grayscale, PNG with alpha, CMYK JPEG, a variant reusing "
+            "a product's picture); "
+            "OUT/sample_manifest.json lists them. The same --seed gives the same files."
+        ),
+    )
+    p.add_argument("out", metavar="OUT", help="folder to write (created; must not hold a catalogue)")
+    p.add_argument("--per-class", type=int, default=20, metavar="N", help="products per category (default 20)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    p.add_argument("--defects", action="store_true", help="add the defect rows described above")
+    p.set_defaults(func=_cmd_make_sample)
+
+    p = sub.add_parser(
+        "ingest",
+        help="check a catalogue: ingestion, statistics and schema validation only (no training)",
+        description=(
+            "Runs the pipeline's first stages locally (CatalogueExampleGen -> StatisticsGen -> "
+            "ImportSchemaGen -> ExampleValidator -> DataValidationGate) on the Beam DirectRunner with "
+            "a SQLite metadata store in RUN_DIR, then prints examples per split and label, the "
+            "quarantined rows by reason and the schema anomalies. Exit status 1 when too many rows "
+            "were quarantined (data.max_quarantine_fraction) or the data has anomalies. Without "
+            "--data it ingests the generated sample catalogue."
+        ),
+    )
+    common.add_run_arguments(p)
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser(
+        "schema",
+        help="infer and curate a TFDV schema from a catalogue",
+        description=(
+            "Ingests the catalogue, computes statistics, infers a schema from the train split and "
+            "curates it (required features, the label's domain = the categories found, no other "
+            "string domains), then writes it as pbtxt. Use it when the catalogue changes on purpose "
+            "(new categories, another label depth)."
+        ),
+    )
+    p.add_argument("--data", metavar="DIR", help=common.DATA_HELP)
+    p.add_argument("--output", dest="schema_out", required=True, metavar="FILE", help="schema file to write")
+    p.add_argument("--work-dir", required=True, metavar="DIR", help="run folder for the ingestion it needs")
+    common.add_config_arguments(p)
+    p.set_defaults(func=_cmd_schema)
+
