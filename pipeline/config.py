@@ -374,7 +374,10 @@ def to_dict(config: Any) -> Dict[str, Any]:
             return [plain(v) for v in value]
         return value
 
-    return plain(dataclasses.asdict(config))
+    out = plain(dataclasses.asdict(config))
+    if isinstance(out, dict) and CANDIDATES in out:  # each candidate's name first, as people write them
+        out[CANDIDATES] = [{"name": c["name"], **{k: v for k, v in c.items() if k != "name"}} for c in out[CANDIDATES]]
+    return out
 
 
 def dump_yaml(config: PipelineConfig) -> str:

@@ -80,7 +80,7 @@ def test_imagenet_weights_unavailable_names_the_file(tmp_path, monkeypatch):
         backbones.build("efficientnet_b0", 32, "imagenet")
     message = str(e.value)
     assert str(tmp_path / "models" / "efficientnetb0_notop.h5") in message
-    assert "candidate.weights=" in message and "training.allow_random_weights=true" in message
+    assert "candidates.<name>.weights=" in message and "training.allow_random_weights=true" in message
     _, source = backbones.build("efficientnet_b0", 32, "imagenet", allow_random=True)
     assert source == "none (random; imagenet unavailable)"
 
@@ -172,7 +172,8 @@ def test_reloaded_model_in_a_fresh_process_matches_memory(trained, sample_exampl
     # This process (the model loaded here) against a fresh Python process, through both signatures;
     # test_exported_model_matches_the_in_memory_model covers the training-time objects.
     loaded = tf.saved_model.load(str(out / "model"))
-    in_memory = loaded.classify_images(tf.constant([p.read_bytes() for p in paths]))["probabilities"].numpy()
+    in_memory = loaded.signatures["serving_default"](
+        images=tf.constant([p.read_bytes() for p in paths]))["probabilities"].numpy()
     result = subprocess.run(
         [sys.executable, "-c", _RELOAD, str(out / "model"), *map(str, paths)],
         capture_output=True, text=True, check=True, env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},

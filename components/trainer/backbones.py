@@ -3,7 +3,8 @@
 Every backbone receives float pixels in 0..255 and applies *its own* preprocessing. Getting this
 wrong is the classic transfer-learning bug (EfficientNet and ConvNeXt rescale inside the model and
 expect 0..255; VGG and ResNet expect caffe-style BGR mean subtraction on 0..255; feeding 0..1 pixels
-to EfficientNet gives near-constant features): ``tests/test_backbones.py`` pins it down.
+to EfficientNet gives near-constant features): ``tests/test_trainer.py`` pins it down
+(``test_each_backbone_gets_its_own_preprocessing_of_0_255_pixels``).
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def build(
                 f"{cached} (Keras cache), and downloading it from {backbone.weights_url} failed "
                 f"({str(e).splitlines()[0][:200]}). Provide it by copying that file into "
                 f"{os.path.dirname(cached)}/, or by setting the weights to a local file "
-                f"(--set candidate.weights=/path/{backbone.weights_file}), or, for demos and tests "
+                f"(--set candidates.<name>.weights=/path/{backbone.weights_file}, or baseline.weights), or, for demos and tests "
                 "only, allow random weights (--set training.allow_random_weights=true)."
             )
             if not allow_random:
