@@ -6,9 +6,10 @@ arguments; everything else comes from the :class:`~placedemarche.pipeline.config
 CatalogueExampleGen → StatisticsGen → ImportSchemaGen (curated schema) → ExampleValidator →
 DataValidationGate → BackboneFeatures (one node per distinct backbone setting: EfficientNet-B7 for
 every B7 candidate, VGG19 with augmented views for the baseline) → a HeadTrainer per candidate
-(``Trainer_<name>``) and the baseline's (``BaselineTrainer``) → per candidate: Evaluator (TFMA, the
-candidate vs the VGG19 baseline on the test split), ModelGate (McNemar, the blessing) and
-InfraValidator (the candidate loaded and queried as TF Serving would; skipped when not blessed) →
+(``Trainer_<name>``) and the baseline's (``BaselineTrainer``) → Evaluator (TFMA: every candidate and
+the VGG19 baseline on the test split, one pass) → per candidate: ModelGate (its thresholds against the
+baseline, McNemar, the blessing) and InfraValidator (the candidate loaded and queried as TF Serving
+would; skipped when not blessed) →
 ServingPusher (the best blessed and infra-validated candidate) → ShapExplainer (the pushed
 candidate, else the best one: pictures, and words for a candidate that reads text).
 """
@@ -25,6 +26,7 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import base_node
 
 from placedemarche.components.backbone_features.component import BackboneFeatures
+from placedemarche.components.candidate_evaluator.component import CandidateEvaluator
 from placedemarche.components.catalogue_example_gen.component import CatalogueExampleGen, fingerprint
 from placedemarche.components.data_gate.component import DataValidationGate
 from placedemarche.components.infra_validator.component import LocalInfraValidator
@@ -44,6 +46,7 @@ EXAMPLE_VALIDATOR = "ExampleValidator"
 DATA_GATE = "DataValidationGate"
 DATA_STAGES = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR, DATA_GATE)
 BASELINE_TRAINER = "BaselineTrainer"
+EVALUATOR = "Evaluator"
 PUSHER = "ServingPusher"
 EXPLAINER = "ShapExplainer"
 FEATURES_PREFIX = "Features_"
@@ -55,10 +58,6 @@ def trainer_id(candidate: str) -> str:
     return f"Trainer_{candidate}"
 
 
-def evaluator_id(candidate: str) -> str:
-    return f"Evaluator_{candidate}"
-
-
 def gate_id(candidate: str) -> str:
     return f"ModelGate_{candidate}"
 
@@ -68,8 +67,8 @@ def infra_id(candidate: str) -> str:
 
 
 def candidate_nodes(candidate: str) -> Tuple[str, ...]:
-    """A candidate's own nodes, in run order."""
-    return (trainer_id(candidate), evaluator_id(candidate), gate_id(candidate), infra_id(candidate))
+    """A candidate's own nodes after the shared evaluation, in run order."""
+    return (gate_id(candidate), infra_id(candidate))
 
 
 def feature_groups(config: PipelineConfig) -> Dict[str, Tuple[Tuple, List[str]]]:
@@ -96,9 +95,11 @@ def feature_groups(config: PipelineConfig) -> Dict[str, Tuple[Tuple, List[str]]]
 
 def node_ids(config: PipelineConfig) -> Tuple[str, ...]:
     """Every node of the full pipeline for ``config``, in run order."""
-    ids = list(DATA_STAGES) + list(feature_groups(config)) + [BASELINE_TRAINER]
-    for c in config.enabled_candidates:
-        ids += candidate_nodes(c.name)
+    names = [c.name for c in config.enabled_candidates]
+    ids = list(DATA_STAGES) + list(feature_groups(config)) + [BASELINE_TRAINER] + [trainer_id(n) for n in names]
+    ids.append(EVALUATOR)
+    for name in names:
+        ids += candidate_nodes(name)
     return tuple(ids + [PUSHER, EXPLAINER])
 
 
@@ -169,24 +170,24 @@ def create_pipeline(
     baseline = trainer("baseline", config.baseline, BASELINE_TRAINER, "baseline")
     nodes.append(baseline)
     evaluation = config.evaluation
-    models, blessings, infra_blessings = {}, {}, {}
-    for candidate in config.enabled_candidates:
-        name = candidate.name
-        candidate_trainer = trainer(name, candidate, trainer_id(name), "candidate")
-        model = candidate_trainer.outputs["model"]
-        evaluator = tfx.components.Evaluator(
-            examples=examples, model=model, baseline_model=baseline.outputs["model"], example_splits=["test"],
-            eval_config=tfma_eval.eval_config(evaluation.min_accuracy, evaluation.min_improvement),
-        ).with_id(evaluator_id(name))
+    candidates = config.enabled_candidates
+    trainers = {c.name: trainer(c.name, c, trainer_id(c.name), "candidate") for c in candidates}
+    models = {name: t.outputs["model"] for name, t in trainers.items()}
+    evaluator = CandidateEvaluator(
+        examples=examples, models=models, baseline_model=baseline.outputs["model"],
+        eval_config=tfma_eval.eval_config(evaluation.min_accuracy, evaluation.min_improvement, sorted(models)),
+    ).with_id(EVALUATOR)
+    nodes += [*trainers.values(), evaluator]
+    blessings, infra_blessings = {}, {}
+    for name, model in models.items():
         model_gate = ModelGate(
             examples=examples, candidate=model, baseline=baseline.outputs["model"],
-            evaluation=evaluator.outputs["evaluation"], evaluator_blessing=evaluator.outputs["blessing"],
+            evaluation=evaluator.outputs["evaluation"],
             min_accuracy=evaluation.min_accuracy, min_improvement=evaluation.min_improvement,
             significance_level=evaluation.significance_level, require_significance=evaluation.require_significance,
         ).with_id(gate_id(name))
         infra_validator = _infra_validator(config, name, model, examples, model_gate.outputs["blessing"])
-        nodes += [candidate_trainer, evaluator, model_gate, infra_validator]
-        models[name] = model
+        nodes += [model_gate, infra_validator]
         blessings[name] = model_gate.outputs["blessing"]
         infra_blessings[name] = infra_validator.outputs["blessing"]
     pusher = ServingPusher(

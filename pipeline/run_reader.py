@@ -64,7 +64,6 @@ class CandidateRun:
 
     name: str
     model: TrainedModel
-    evaluator_state: str
     gate_state: str
     comparison: Optional[Dict[str, Any]] = None  # comparison.json
     comparison_uri: Optional[str] = None
@@ -150,11 +149,9 @@ def read(config: PipelineConfig, run_dir: Path, with_node: Optional[str] = None)
     candidates = {}
     for c in config.enabled_candidates:
         gate = outputs.latest_node_run(store, config.name, pipeline_lib.gate_id(c.name), run)
-        evaluator = outputs.latest_node_run(store, config.name, pipeline_lib.evaluator_id(c.name), run)
         comparison_uri = _done_output(gate, gate_executor.COMPARISON_KEY)
         candidates[c.name] = CandidateRun(
-            c.name, _model(store, config, pipeline_lib.trainer_id(c.name), run),
-            evaluator.state if evaluator else "NOT RUN", gate.state if gate else "NOT RUN",
+            c.name, _model(store, config, pipeline_lib.trainer_id(c.name), run), gate.state if gate else "NOT RUN",
             _json(Path(comparison_uri, gate_executor.COMPARISON_FILE)) if comparison_uri else None, comparison_uri,
             _infra(outputs.latest_node_run(store, config.name, pipeline_lib.infra_id(c.name), run)),
         )

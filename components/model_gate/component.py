@@ -1,8 +1,8 @@
 """ModelGate: blesses the candidate only if it beats the baseline on the held-out test split.
 
 Inputs: ``examples`` (the ingested splits; lineage), ``candidate`` and ``baseline`` (Trainer models:
-their label sets), and TFX Evaluator's ``evaluation`` and ``evaluator_blessing`` (TFMA's metrics,
-paired outcomes and thresholds on the ``split`` it evaluated).
+their label sets), and the ``CandidateEvaluator``'s ``evaluation`` (TFMA's metrics, paired outcomes
+and thresholds of every candidate on the ``split`` it evaluated; this gate reads its candidate's).
 Parameters: the evaluation section of the config. Outputs: ``blessing`` (a standard
 ``ModelBlessing``, so TFX's Pusher honours it) and ``comparison`` (``ModelComparison``:
 ``comparison.json`` with both models' metrics, confusion matrices, McNemar and every check).
@@ -10,7 +10,6 @@ Parameters: the evaluation section of the config. Outputs: ``blessing`` (a stand
 
 from __future__ import annotations
 
-from typing import Optional
 
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
@@ -41,7 +40,6 @@ class ModelGateSpec(ComponentSpec):
         executor.BASELINE_KEY: ChannelParameter(type=standard_artifacts.Model),
         # TFX Evaluator's outputs: the gate reads TFMA's results and runs no model itself.
         executor.EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation),
-        executor.EVALUATOR_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing, optional=True),
     }
     OUTPUTS = {
         executor.BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
@@ -63,12 +61,11 @@ class ModelGate(base_component.BaseComponent):
         significance_level: float,
         require_significance: bool,
         evaluation: types.BaseChannel,
-        evaluator_blessing: Optional[types.BaseChannel] = None,
         split: str = "test",
     ):
         super().__init__(spec=ModelGateSpec(
             examples=examples, candidate=candidate, baseline=baseline, split=split,
-            evaluation=evaluation, evaluator_blessing=evaluator_blessing,
+            evaluation=evaluation,
             min_accuracy=min_accuracy, min_improvement=min_improvement,
             significance_level=significance_level, require_significance=int(require_significance),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),

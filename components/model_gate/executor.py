@@ -1,6 +1,6 @@
 """Executor of ModelGate: TFX Evaluator's results, McNemar's test, the decision, a ModelBlessing.
 
-TFX's Evaluator (TFMA) has already run both models on the test split, in one pass: accuracy, the
+The CandidateEvaluator (TFMA) has already run every candidate and the baseline on the test split, in one pass: accuracy, the
 confusion matrices and the paired outcomes per example (``tfma_paired``). This executor runs no
 model. It derives the per-category metrics from TFMA's confusion matrices, McNemar's test from the
 paired counts, checks that TFMA's numbers agree with each other (accuracy vs confusion matrix vs
@@ -30,7 +30,6 @@ EXAMPLES_KEY = "examples"
 CANDIDATE_KEY = "candidate"
 BASELINE_KEY = "baseline"
 EVALUATION_KEY = "evaluation"
-EVALUATOR_BLESSING_KEY = "evaluator_blessing"
 BLESSING_KEY = "blessing"
 COMPARISON_KEY = "comparison"
 COMPARISON_FILE = "comparison.json"
@@ -79,7 +78,8 @@ class Executor(base_executor.BaseExecutor):
                 f"candidate and baseline have different label sets ({labels} vs {baseline_labels}): "
                 "they were not trained on the same data"
             )
-        results = tfma_eval.read_results(evaluation.uri, labels)
+        name = candidate.get_string_custom_property("candidate") or exec_properties.get("candidate_name") or "candidate"
+        results = tfma_eval.read_results(evaluation.uri, labels, name)
         cand, base = _metrics(results, "candidate", labels), _metrics(results, "baseline", labels)
         check_consistency(results, cand, base, evaluation.uri)
         paired = results["paired"]
@@ -92,16 +92,12 @@ class Executor(base_executor.BaseExecutor):
             significance_level=float(exec_properties["significance_level"]),
             require_significance=bool(exec_properties["require_significance"]),
         )
-        if input_dict.get(EVALUATOR_BLESSING_KEY):
-            evaluator_blessing = artifact_utils.get_single_instance(input_dict[EVALUATOR_BLESSING_KEY])
-            results["evaluator_blessed"] = bool(evaluator_blessing.get_int_custom_property("blessed"))
         decision = decision_lib.with_check(decision, decision_lib.Check(
             "tfma_evaluator", float(results["validation_ok"]), 1.0, results["validation_ok"],
-            "TFX Evaluator (TFMA) thresholds: " + (
+            "TFMA thresholds (Evaluator): " + (
                 "all passed" if results["validation_ok"] else "; ".join(results["failures"])),
         ))
         results["evaluation_uri"] = evaluation.uri
-        name = candidate.get_string_custom_property("candidate") or exec_properties.get("candidate_name", "")
         report = {"split": exec_properties["split"], "candidate_name": name, "candidate_model": cand_dir,
                   "baseline_model": base_dir, **decision.to_dict(), "tfma": results}
         with open(os.path.join(comparison.uri, COMPARISON_FILE), "w", encoding="utf-8") as f:

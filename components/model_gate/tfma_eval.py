@@ -1,7 +1,7 @@
 """TFMA for the blessing gate: the EvalConfig given to TFX's Evaluator, and reading its results.
 
-Both models are evaluated on the held-out **test** split through their ``serving_examples``
-signature. The label in the examples is a string; the models also output TF Serving's
+Every candidate and the baseline are evaluated on the held-out **test** split, in one pass
+(``CandidateEvaluator``), through their ``serving_examples`` signature. The label in the examples is a string; the models also output TF Serving's
 classification names ``scores`` and ``classes`` (the label vocabulary), from which TFMA maps each
 string label to its class id, so no label-index feature is needed.
 
@@ -35,8 +35,9 @@ ACCURACY = "accuracy"
 CONFUSION_PLOT = "multi_class_confusion_matrix_plot"
 
 
-def eval_config(min_accuracy: float, min_improvement: float) -> tfma.EvalConfig:
-    """The Evaluator's configuration with the gate's thresholds (the classes come from the models)."""
+def eval_config(min_accuracy: float, min_improvement: float, candidates: Sequence[str] = (CANDIDATE,)) -> tfma.EvalConfig:
+    """The evaluation's configuration: every candidate (named as in the pipeline) and the baseline, with
+    the gate's thresholds on each candidate (the classes come from the models)."""
     accuracy_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_accuracy}),
         change_threshold=tfma.GenericChangeThreshold(
@@ -45,8 +46,8 @@ def eval_config(min_accuracy: float, min_improvement: float) -> tfma.EvalConfig:
     )
     return tfma.EvalConfig(
         model_specs=[
-            tfma.ModelSpec(name=CANDIDATE, signature_name=SIGNATURE, label_key=LABEL_KEY,
-                           prediction_key=PREDICTION_KEY),
+            *(tfma.ModelSpec(name=name, signature_name=SIGNATURE, label_key=LABEL_KEY, prediction_key=PREDICTION_KEY)
+              for name in candidates),
             tfma.ModelSpec(name=BASELINE, signature_name=SIGNATURE, label_key=LABEL_KEY,
                            prediction_key=PREDICTION_KEY, is_baseline=True),
         ],
@@ -64,49 +65,58 @@ def eval_config(min_accuracy: float, min_improvement: float) -> tfma.EvalConfig:
     )
 
 
-def read_results(evaluation_uri: str, labels: Sequence[str]) -> Dict[str, Any]:
-    """The Evaluator's metrics for both models, by model name, plus TFMA's validation.
+def read_results(evaluation_uri: str, labels: Sequence[str], candidate: str = CANDIDATE) -> Dict[str, Any]:
+    """One candidate's and the baseline's metrics from a TFMA evaluation of several models, plus TFMA's
+    validation of that candidate.
 
     Returns ``{"candidate": {...}, "baseline": {...}, "paired": {...}, "validation_ok": bool,
-    "failures": [...]}`` (``paired``: the PairedOutcomes counts, e.g. ``candidate_only_correct``)
-    where each model has ``accuracy`` (TFMA's), ``examples``, ``confusion_matrix`` (TFMA's; rows:
-    true label, columns: predicted) and, derived from it, ``macro_f1`` and ``per_category`` (label →
-    accuracy, precision, recall, f1, support).
+    "failures": [...]}`` (``paired``: the PairedOutcomes counts of ``candidate`` vs the baseline, e.g.
+    ``candidate_only_correct``) where each model has ``accuracy`` (TFMA's), ``examples``,
+    ``confusion_matrix`` (TFMA's; rows: true label, columns: predicted) and, derived from it,
+    ``macro_f1`` and ``per_category`` (label → accuracy, precision, recall, f1, support).
+
+    Raises:
+      ValueError: the evaluation holds no metrics of ``candidate``.
     """
-    raw: Dict[str, Dict[str, Any]] = {name: {"confusion_matrix": _zeros(len(labels))} for name in (CANDIDATE, BASELINE)}
+    names = {candidate: "candidate", BASELINE: "baseline"}
+    raw: Dict[str, Dict[str, Any]] = {role: {"confusion_matrix": _zeros(len(labels))} for role in names.values()}
     paired: Dict[str, int] = {}
     for record in tfma.load_metrics(evaluation_uri):
         for kv in record.metric_keys_and_values:
             key = kv.key
-            if key.is_diff and key.name.startswith(tfma_paired.PREFIX):
+            if key.is_diff and key.model_name == candidate and key.name.startswith(tfma_paired.PREFIX):
                 paired[key.name[len(tfma_paired.PREFIX):]] = int(kv.value.double_value.value)
-            if key.is_diff or key.model_name not in raw:
+            if key.is_diff or key.model_name not in names:
                 continue
+            role = names[key.model_name]
             if key.name == ACCURACY:
-                raw[key.model_name]["accuracy"] = kv.value.double_value.value
+                raw[role]["accuracy"] = kv.value.double_value.value
             elif key.name == "example_count":
-                raw[key.model_name]["examples"] = int(kv.value.double_value.value)
+                raw[role]["examples"] = int(kv.value.double_value.value)
+    if "accuracy" not in raw["candidate"]:
+        raise ValueError(f"the evaluation in {evaluation_uri} holds no metrics of candidate '{candidate}'")
     for record in tfma.load_plots(evaluation_uri):
         for kv in record.plot_keys_and_values:
-            if kv.key.name != CONFUSION_PLOT or kv.key.model_name not in raw:
+            if kv.key.name != CONFUSION_PLOT or kv.key.model_name not in names:
                 continue
-            matrix = raw[kv.key.model_name]["confusion_matrix"]
+            matrix = raw[names[kv.key.model_name]]["confusion_matrix"]
             for entry in kv.value.multi_class_confusion_matrix_at_thresholds.matrices[0].entries:
                 matrix[entry.actual_class_id][entry.predicted_class_id] += int(entry.num_weighted_examples)
     models = {}
-    for name, values in raw.items():
+    for role, values in raw.items():
         derived = decision_lib.metrics_from_confusion(values["confusion_matrix"], labels)
-        models[name] = {
+        models[role] = {
             "accuracy": values.get("accuracy"), "examples": values.get("examples"),
             "confusion_matrix": derived.confusion_matrix, "macro_f1": derived.macro_f1,
             "per_category": derived.per_category,
         }
     validation = tfma.load_validation_result(evaluation_uri)
     failures: List[str] = []
-    for failure in validation.metric_validations_per_slice:
-        for f in failure.failures:
-            failures.append(_describe(f))
-    return {**models, "paired": paired, "validation_ok": bool(validation.validation_ok), "failures": failures}
+    for per_slice in validation.metric_validations_per_slice:
+        for f in per_slice.failures:
+            if f.metric_key.model_name == candidate:  # the other candidates' thresholds are theirs
+                failures.append(_describe(f))
+    return {**models, "paired": paired, "validation_ok": not failures, "failures": failures}
 
 
 def _describe(failure) -> str:

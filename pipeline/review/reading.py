@@ -103,7 +103,7 @@ def gather(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
     chosen = next(e for e in candidates if e["name"] == shown)
     review: Dict[str, Any] = {
         "run_dir": str(run_dir), "run_id": info.run_id, "pipeline": config.name, "labels": labels,
-        "split": some["split"], "metrics_source": "TFX Evaluator (TFMA)" if tfma else "model gate",
+        "split": some["split"], "metrics_source": "TFMA (Evaluator: every candidate and the baseline in one pass)" if tfma else "model gate",
         "candidates": candidates, "candidate": chosen,
         "baseline": _model_entry(info.baseline, tfma.get("baseline") or some["baseline"], labels),
         "pushed_candidate": push.get("pushed_candidate") if push.get("pushed") else None,
