@@ -183,6 +183,7 @@ def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
             "name": name, **(_model_summary(c.model) or {"model": None}),
             "test_accuracy": gate["candidate_accuracy"] if gate else None,
             "blessed": gate["blessed"] if gate else None, "checks": gate["checks"] if gate else [],
+            "comparison": gate["comparison"] if gate else None,
             "infra_validation": None if c.infra is None else (
                 "skipped" if c.infra["skipped"] else "passed" if c.infra["passed"] else "failed"),
             "pushed": bool(info.push and info.push.get("pushed_candidate") == name and info.push.get("pushed")),
