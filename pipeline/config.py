@@ -303,18 +303,20 @@ class RunnerConfig:
     pipeline_root: Optional[str] = _field(
         None, "Kubeflow: where artifacts go, e.g. gs://bucket/placedemarche (required to compile)"
     )
-    trainer_gpus: int = _field(1, "Kubeflow: GPUs requested by each Trainer (0: CPU only)", min=0, max=16)
+    trainer_gpus: int = _field(
+        1, "Kubeflow: GPUs requested by each backbone step (BackboneFeatures: the backbone passes; the Trainers "
+        "fit heads on their output in seconds, on CPU) (0: CPU only)", min=0, max=16)
     gpu_resource: str = _field("nvidia.com/gpu", "Kubeflow: the GPU resource name of the cluster")
-    trainer_cpu: float = _field(8.0, "Kubeflow: CPU limit of each Trainer", min=0.0)
-    trainer_memory_gb: float = _field(32.0, "Kubeflow: memory limit of each Trainer (GiB)", min=0.0)
+    trainer_cpu: float = _field(8.0, "Kubeflow: CPU limit of each backbone step", min=0.0)
+    trainer_memory_gb: float = _field(32.0, "Kubeflow: memory limit of each backbone step (GiB)", min=0.0)
     node_selector: str = _field(
         "",
-        "Kubeflow: node labels the Trainers must run on, 'key=value,key2=value2', e.g. "
+        "Kubeflow: node labels the backbone steps must run on, 'key=value,key2=value2', e.g. "
         "'cloud.google.com/gke-accelerator=nvidia-tesla-t4'",
     )
     tolerations: str = _field(
         "nvidia.com/gpu:NoSchedule",
-        "Kubeflow: taints the Trainers tolerate, 'key[=value]:Effect,...' (key alone: any value)",
+        "Kubeflow: taints the backbone steps tolerate, 'key[=value]:Effect,...' (key alone: any value)",
     )
 
 

@@ -108,4 +108,5 @@ def test_push_of_the_served_model_is_a_no_op_unless_forced(tiny_model, tmp_path)
     forced, new = push_lib.push(str(tiny_model), str(tmp_path), "m", force=True)
     assert (Path(forced).name, new) == ("2", True)
     assert push_lib.content_digest(forced) == push_lib.content_digest(str(tiny_model))
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1", "2"]  # no staging left
+    # No staging left; the reservations of versions 1 and 2 stay (a number is never handed out twice).
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [".version-1", ".version-2", "1", "2"]

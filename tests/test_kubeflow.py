@@ -9,6 +9,10 @@ from placedemarche.pipeline import kubeflow, pipeline as pipeline_lib
 from placedemarche.pipeline.cli import main
 from placedemarche.pipeline.config import ConfigError, load_config
 
+CONFIG = load_config()
+FEATURES = list(pipeline_lib.feature_groups(CONFIG))  # the backbone steps: they get the GPUs
+TRAINERS = [pipeline_lib.trainer_id(c.name) for c in CONFIG.enabled_candidates] + [pipeline_lib.BASELINE_TRAINER]
+
 ARGS = ["--set", "runner.pipeline_root=gs://bucket/placedemarche", "--set", "runner.image=europe-docker.pkg.dev/p/r/placedemarche:1.0",
         "--set", "runner.node_selector=cloud.google.com/gke-accelerator=nvidia-l4",
         "--set", "runner.beam_args=--runner=DataflowRunner --project=p --region=europe-west1"]
@@ -29,42 +33,48 @@ def _upstream(spec, task):
 
 def test_every_component_is_a_task_in_dependency_order(compiled):
     spec, _ = compiled
-    assert set(spec["root"]["dag"]["tasks"]) == set(pipeline_lib.ALL_NODES)
+    assert set(spec["root"]["dag"]["tasks"]) == set(pipeline_lib.node_ids(CONFIG))
+    assert FEATURES == ["Features_efficientnet_b7", "Features_vgg19_2views"]  # one per backbone, shared
     assert _upstream(spec, pipeline_lib.STATISTICS_GEN) == {pipeline_lib.EXAMPLE_GEN}
-    # Trainers wait for the data gate although they do not consume its output.
-    for trainer in pipeline_lib.TRAINERS:
-        assert pipeline_lib.DATA_GATE in _upstream(spec, trainer)
-    assert set(pipeline_lib.TRAINERS) <= _upstream(spec, pipeline_lib.EVALUATOR)
-    assert pipeline_lib.EVALUATOR in _upstream(spec, pipeline_lib.MODEL_GATE)
-    assert {pipeline_lib.MODEL_GATE, pipeline_lib.INFRA_VALIDATOR} <= _upstream(spec, pipeline_lib.PUSHER)
-    assert pipeline_lib.CANDIDATE_TRAINER in _upstream(spec, pipeline_lib.EXPLAINER)
+    # The backbone steps wait for the data gate although they do not consume its output.
+    for step in FEATURES + TRAINERS:
+        assert pipeline_lib.DATA_GATE in _upstream(spec, step)
+    assert "Features_efficientnet_b7" in _upstream(spec, "Trainer_b7_image")
+    assert "Features_efficientnet_b7" in _upstream(spec, "Trainer_b7_text")
+    assert "Features_vgg19_2views" in _upstream(spec, pipeline_lib.BASELINE_TRAINER)
+    assert set(TRAINERS) <= _upstream(spec, pipeline_lib.EVALUATOR)
+    for name in ("b7_image", "b7_text"):
+        assert pipeline_lib.EVALUATOR in _upstream(spec, pipeline_lib.gate_id(name))
+        assert {pipeline_lib.gate_id(name), pipeline_lib.infra_id(name)} <= _upstream(spec, pipeline_lib.PUSHER)
+        assert pipeline_lib.trainer_id(name) in _upstream(spec, pipeline_lib.EXPLAINER)
+    assert pipeline_lib.PUSHER in _upstream(spec, pipeline_lib.EXPLAINER)
 
 
 def test_every_step_runs_the_project_image(compiled):
     spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]
-    assert len(executors) == len(pipeline_lib.ALL_NODES)
+    assert len(executors) == len(pipeline_lib.node_ids(CONFIG))
     images = {e["container"]["image"] for e in executors.values() if "container" in e}
     assert images == {"europe-docker.pkg.dev/p/r/placedemarche:1.0"}
-    run_fn = spec["root"]["dag"]["tasks"][pipeline_lib.CANDIDATE_TRAINER]["inputs"]["parameters"]["run_fn"]
-    assert run_fn == {"runtimeValue": {"constant": "placedemarche.components.trainer.run_fn.run_fn"}}  # named, not uploaded
+    args = " ".join(executors["Trainer_b7_text_executor"]["container"]["args"])
+    assert "placedemarche.components.trainer.executor.Executor" in args  # installed in the image, not uploaded
     gen_args = " ".join(executors["CatalogueExampleGen_executor"]["container"]["args"])
     assert "--runner=DataflowRunner" in gen_args
 
 
-def test_trainers_request_a_gpu_with_node_selector_and_toleration(compiled):
+def test_backbone_steps_request_a_gpu_with_node_selector_and_toleration(compiled):
     spec, platform = compiled
     executors = spec["deploymentSpec"]["executors"]
-    for trainer in pipeline_lib.TRAINERS:
-        resources = executors[f"{trainer}_executor"]["container"]["resources"]
+    for step in FEATURES:
+        resources = executors[f"{step}_executor"]["container"]["resources"]
         assert resources["accelerator"] == {"type": "nvidia.com/gpu", "count": "1"}
         assert resources["cpuLimit"] == 8.0 and resources["memoryLimit"] == 32.0
-        k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][f"{trainer}_executor"]
+        k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][f"{step}_executor"]
         assert k8s["nodeSelector"] == {"labels": {"cloud.google.com/gke-accelerator": "nvidia-l4"}}
         assert k8s["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert "resources" not in executors["Evaluator_executor"]["container"]
-    assert set(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]) == {
-        f"{t}_executor" for t in pipeline_lib.TRAINERS}
+    for step in TRAINERS + [pipeline_lib.EVALUATOR]:  # heads train in seconds on the features
+        assert "resources" not in executors[f"{step}_executor"]["container"]
+    assert set(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]) == {f"{s}_executor" for s in FEATURES}
 
 
 def test_catalogue_and_serving_root_are_runtime_parameters(compiled):
@@ -81,10 +91,10 @@ def test_compile_without_pipeline_root_says_what_to_set(tmp_path, capsys):
     assert "runner.pipeline_root is unset" in capsys.readouterr().err
 
 
-def test_cpu_only_trainers_get_no_accelerator_or_tolerations(tmp_path):
+def test_cpu_only_backbone_steps_get_no_accelerator_or_tolerations(tmp_path):
     cfg = load_config(None, ["runner.pipeline_root=gs://b/p", "runner.trainer_gpus=0"])
     result = kubeflow.compile_pipeline(cfg, str(tmp_path / "p.yaml"))
-    resources = result["pipeline_spec"]["deploymentSpec"]["executors"]["CandidateTrainer_executor"]["container"]["resources"]
+    resources = result["pipeline_spec"]["deploymentSpec"]["executors"]["Features_efficientnet_b7_executor"]["container"]["resources"]
     assert "accelerator" not in resources
     assert result["platform_spec"] == {}
 
