@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from placedemarche.components.backbone_features import constants as features_constants
-from placedemarche.components.infra_validator import executor as infra_executor
-from placedemarche.components.model_gate import executor as gate_executor
-from placedemarche.components.serving_pusher import executor as pusher_executor
-from placedemarche.components.shap_explainer import report as explain_report
+from placedemarche.components.infra_validator import constants as infra_constants
+from placedemarche.components.model_gate import constants as gate_constants
+from placedemarche.components.serving_pusher import constants as pusher_constants
+from placedemarche.components.shap_explainer import constants as explain_constants
 from placedemarche.components.trainer import constants as trainer_constants
 from placedemarche.pipeline import outputs
 from placedemarche.pipeline import pipeline as pipeline_lib
@@ -116,11 +116,11 @@ def _model(store, config: PipelineConfig, node_id: str, run) -> TrainedModel:
 
 
 def _infra(node: Optional[outputs.NodeRun]) -> Optional[Dict[str, Any]]:
-    uri = _done_output(node, infra_executor.BLESSING_KEY)
+    uri = _done_output(node, infra_constants.BLESSING_KEY)
     if uri is None:
         return None
-    result = _json(Path(uri, infra_executor.RESULT_FILE)) or {}
-    return {**result, "passed": Path(uri, "INFRA_BLESSED").exists(), "skipped": bool(result.get("skipped")),
+    result = _json(Path(uri, infra_constants.RESULT_FILE)) or {}
+    return {**result, "passed": Path(uri, infra_constants.BLESSED_FILE).exists(), "skipped": bool(result.get("skipped")),
             "blessing": uri}
 
 
@@ -149,19 +149,19 @@ def read(config: PipelineConfig, run_dir: Path, with_node: Optional[str] = None)
     candidates = {}
     for c in config.enabled_candidates:
         gate = outputs.latest_node_run(store, config.name, pipeline_lib.gate_id(c.name), run)
-        comparison_uri = _done_output(gate, gate_executor.COMPARISON_KEY)
+        comparison_uri = _done_output(gate, gate_constants.COMPARISON_KEY)
         candidates[c.name] = CandidateRun(
             c.name, _model(store, config, pipeline_lib.trainer_id(c.name), run), gate.state if gate else "NOT RUN",
-            _json(Path(comparison_uri, gate_executor.COMPARISON_FILE)) if comparison_uri else None, comparison_uri,
+            _json(Path(comparison_uri, gate_constants.COMPARISON_FILE)) if comparison_uri else None, comparison_uri,
             _infra(outputs.latest_node_run(store, config.name, pipeline_lib.infra_id(c.name), run)),
         )
     push = None
     pushed_uri = _done_output(outputs.latest_node_run(store, config.name, pipeline_lib.PUSHER, run),
-                              pusher_executor.PUSHED_KEY)
+                              pusher_constants.PUSHED_KEY)
     if pushed_uri:
-        push = _json(Path(pushed_uri, pusher_executor.SELECTION_FILE)) or {}
-        marker = Path(pushed_uri, pusher_executor.PUSHED_FILE)
-        not_pushed = Path(pushed_uri, pusher_executor.NOT_PUSHED_FILE)
+        push = _json(Path(pushed_uri, pusher_constants.SELECTION_FILE)) or {}
+        marker = Path(pushed_uri, pusher_constants.PUSHED_FILE)
+        not_pushed = Path(pushed_uri, pusher_constants.NOT_PUSHED_FILE)
         if marker.exists():
             destination = marker.read_text(encoding="utf-8").strip()
             push.update(pushed=True, destination=destination, version=int(Path(destination).name))
@@ -170,10 +170,10 @@ def read(config: PipelineConfig, run_dir: Path, with_node: Optional[str] = None)
                         else push.get("reason", "no candidate was pushed"))
         push["uri"] = pushed_uri
     explanations = None
-    explain_uri = _done_output(outputs.latest_node_run(store, config.name, pipeline_lib.EXPLAINER, run), "explanation")
+    explain_uri = _done_output(outputs.latest_node_run(store, config.name, pipeline_lib.EXPLAINER, run), explain_constants.EXPLANATION_KEY)
     if explain_uri:
-        index = _json(Path(explain_uri, explain_report.INDEX_FILE)) or {}
-        explanations = {"html": str(Path(explain_uri, explain_report.HTML_FILE)), "folder": explain_uri,
+        index = _json(Path(explain_uri, explain_constants.INDEX_FILE)) or {}
+        explanations = {"html": str(Path(explain_uri, explain_constants.HTML_FILE)), "folder": explain_uri,
                         "images": len(index.get("images", [])), "candidate": index.get("settings", {}).get("candidate")}
     return RunInfo(str(run_dir), config.name, run.name, nodes, features,
                    _model(store, config, pipeline_lib.BASELINE_TRAINER, run), candidates, push, explanations)

@@ -2,12 +2,12 @@
 
 from tfx.types.artifact import Artifact
 
-QUARANTINE_FILE = "quarantine.json"  # list of {row, uniq_id, image, reason, detail}
-SUMMARY_FILE = "summary.json"  # rows read, examples per split and label, quarantine by reason
+from placedemarche.components.catalogue_example_gen.constants import (  # noqa: F401 (re-exported)
+    QUARANTINE_FILE, QUARANTINE_TYPE_NAME, SUMMARY_FILE)
 
 
 class QuarantineReport(Artifact):
     """Rows of a catalogue that did not become examples, and why (``quarantine.json``), with the
     ingestion summary (``summary.json``)."""
 
-    TYPE_NAME = "placedemarche.QuarantineReport"
+    TYPE_NAME = QUARANTINE_TYPE_NAME

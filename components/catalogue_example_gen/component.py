@@ -14,10 +14,9 @@ import os
 from typing import Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
-
+from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
-from tfx import types
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from placedemarche.components.catalogue_example_gen import artifacts, executor

@@ -17,11 +17,10 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
 from placedemarche.components.catalogue_example_gen import artifacts, catalogue, transform
+from placedemarche.components.catalogue_example_gen.constants import EXAMPLES_KEY, QUARANTINE_KEY  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
-EXAMPLES_KEY = "examples"
-QUARANTINE_KEY = "quarantine"
 
 
 class QuarantineLimitExceeded(RuntimeError):

@@ -13,13 +13,13 @@ from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec
 
-from placedemarche.components.data_gate import executor
+from placedemarche.components.data_gate import constants, executor
 
 
 class DataValidation(Artifact):
     """The gate's verdict on a run's data (``result.json``: passed, anomalies)."""
 
-    TYPE_NAME = "placedemarche.DataValidation"
+    TYPE_NAME = constants.RESULT_TYPE_NAME
 
 
 class DataValidationGateSpec(ComponentSpec):

@@ -10,10 +10,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from placedemarche.components.data_gate import anomalies as anomalies_lib
-
-ANOMALIES_KEY = "anomalies"
-RESULT_KEY = "result"
-RESULT_FILE = "result.json"
+from placedemarche.components.data_gate.constants import ANOMALIES_KEY, RESULT_FILE, RESULT_KEY  # noqa: F401 (re-exported)
 
 
 class DataAnomaliesFound(RuntimeError):

@@ -14,19 +14,20 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from placedemarche.components.infra_validator import warmup
+from placedemarche.components.infra_validator import constants, warmup
+from placedemarche.components.infra_validator.constants import (  # noqa: F401 (re-exported)
+    BLESSING_KEY,
+    EXAMPLES_KEY,
+    HAS_MODEL,
+    MODEL_BLESSING_KEY,
+    MODEL_KEY,
+    RESULT_FILE,
+    SKIPPED_REASON,
+)
 from placedemarche.components.model_gate import predict
 from placedemarche.serving import model_contract
 
 logger = logging.getLogger(__name__)
-
-MODEL_KEY = "model"
-EXAMPLES_KEY = "examples"
-MODEL_BLESSING_KEY = "model_blessing"  # the model gate's verdict: a model it did not bless is not probed
-BLESSING_KEY = "blessing"
-RESULT_FILE = "infra_validation.json"
-# The custom property TFX's Pusher reads to push the warmed-up copy (TFX's own InfraValidator sets it).
-HAS_MODEL = "has_model"
 
 
 class Executor(base_executor.BaseExecutor):
@@ -58,9 +59,9 @@ class Executor(base_executor.BaseExecutor):
         passed = result.get("passed", False)
         blessing.set_int_custom_property("blessed", int(passed))
         if result.get("latency_ms"):
-            blessing.set_float_custom_property("latency_p50_ms", float(result["latency_ms"]["p50"]))
+            blessing.set_float_custom_property(constants.LATENCY_P50, float(result["latency_ms"]["p50"]))
         blessing.set_int_custom_property(HAS_MODEL, int(passed))
-        open(os.path.join(blessing.uri, "INFRA_BLESSED" if passed else "INFRA_NOT_BLESSED"), "w").close()
+        open(os.path.join(blessing.uri, constants.BLESSED_FILE if passed else constants.NOT_BLESSED_FILE), "w").close()
         if passed:
             logger.info("infra validation passed: %d requests, load %.1f s, p95 %.0f ms",
                         len(logs), result["load_seconds"], result["latency_ms"]["p95"])
@@ -69,17 +70,16 @@ class Executor(base_executor.BaseExecutor):
             logger.warning("infra validation FAILED: %s", "; ".join(result["problems"]))
 
 
-SKIPPED_REASON = "skipped: the model gate did not bless this model"
 
 
 def skip_unblessed(blessing) -> None:
     """Records that the model was not probed because the gate did not bless it."""
     blessing.set_int_custom_property("blessed", 0)
     blessing.set_int_custom_property(HAS_MODEL, 0)
-    blessing.set_int_custom_property("skipped", 1)
+    blessing.set_int_custom_property(constants.SKIPPED, 1)
     with open(os.path.join(blessing.uri, RESULT_FILE), "w", encoding="utf-8") as f:
         json.dump({"passed": False, "skipped": True, "problems": [SKIPPED_REASON]}, f, indent=2)
-    open(os.path.join(blessing.uri, "INFRA_NOT_BLESSED"), "w").close()
+    open(os.path.join(blessing.uri, constants.NOT_BLESSED_FILE), "w").close()
     logger.info("infra validation %s", SKIPPED_REASON)
 
 

@@ -10,20 +10,19 @@ Parameters: the evaluation section of the config. Outputs: ``blessing`` (a stand
 
 from __future__ import annotations
 
-
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from placedemarche.components.model_gate import executor
+from placedemarche.components.model_gate import constants, executor
 
 
 class ModelComparison(Artifact):
     """Candidate vs baseline on the test split (``comparison.json``)."""
 
-    TYPE_NAME = "placedemarche.ModelComparison"
+    TYPE_NAME = constants.COMPARISON_TYPE_NAME
 
 
 class ModelGateSpec(ComponentSpec):

@@ -20,19 +20,20 @@ from typing import Any, Dict, List
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from placedemarche.components.model_gate import constants, predict, tfma_eval
 from placedemarche.components.model_gate import decision as decision_lib
-from placedemarche.components.model_gate import predict
-from placedemarche.components.model_gate import tfma_eval
+from placedemarche.components.model_gate.constants import (  # noqa: F401 (re-exported)
+    BASELINE_KEY,
+    BLESSING_KEY,
+    CANDIDATE_KEY,
+    COMPARISON_FILE,
+    COMPARISON_KEY,
+    EVALUATION_KEY,
+    EXAMPLES_KEY,
+)
 
 logger = logging.getLogger(__name__)
 
-EXAMPLES_KEY = "examples"
-CANDIDATE_KEY = "candidate"
-BASELINE_KEY = "baseline"
-EVALUATION_KEY = "evaluation"
-BLESSING_KEY = "blessing"
-COMPARISON_KEY = "comparison"
-COMPARISON_FILE = "comparison.json"
 
 
 def _metrics(results: Dict[str, Any], role: str, labels: List[str]) -> decision_lib.ModelMetrics:
@@ -113,7 +114,7 @@ class Executor(base_executor.BaseExecutor):
         blessing.set_string_custom_property("candidate", name)
         blessing.set_float_custom_property("accuracy", decision.candidate.accuracy)
         blessing.set_string_custom_property("reasons", "; ".join(c.explanation for c in decision.failed_checks()))
-        open(os.path.join(blessing.uri, "BLESSED" if decision.blessed else "NOT_BLESSED"), "w").close()
+        open(os.path.join(blessing.uri, constants.BLESSED_FILE if decision.blessed else constants.NOT_BLESSED_FILE), "w").close()
         logger.info(
             "candidate %s %.4f vs baseline %.4f on %d %s examples, McNemar p=%.4g: %s%s",
             name, decision.candidate.accuracy, decision.baseline.accuracy, decision.candidate.examples,

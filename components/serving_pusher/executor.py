@@ -20,17 +20,19 @@ from tfx.utils import path_utils
 from placedemarche.components import candidate_inputs
 from placedemarche.components.serving_pusher import push as push_lib
 from placedemarche.components.serving_pusher import select
+from placedemarche.components.serving_pusher.constants import (  # noqa: F401 (re-exported)
+    BLESSING_KEY,
+    INFRA_BLESSING_KEY,
+    MODEL_KEY,
+    NOT_PUSHED_FILE,
+    PUSHED_FILE,
+    PUSHED_KEY,
+    SELECTION_FILE,
+)
 from placedemarche.serving import model_contract
 
 logger = logging.getLogger(__name__)
 
-MODEL_KEY = "model"
-BLESSING_KEY = "blessing"
-INFRA_BLESSING_KEY = "infra_blessing"
-PUSHED_KEY = "pushed_model"
-NOT_PUSHED_FILE = "NOT_PUSHED"
-PUSHED_FILE = "PUSHED"
-SELECTION_FILE = "selection.json"
 
 
 def _folder_size(path: str) -> int:

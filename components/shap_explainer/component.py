@@ -21,13 +21,13 @@ from tfx.types.artifact import Artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from placedemarche.components import candidate_inputs
-from placedemarche.components.shap_explainer import executor
+from placedemarche.components.shap_explainer import constants, executor
 
 
 class Explanation(Artifact):
     """SHAP values, overlays, an index and an HTML page of explained pictures."""
 
-    TYPE_NAME = "placedemarche.Explanation"
+    TYPE_NAME = constants.EXPLANATION_TYPE_NAME
 
 
 class ShapExplainerSpec(ComponentSpec):

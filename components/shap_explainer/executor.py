@@ -10,20 +10,16 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from placedemarche.components import candidate_inputs
 from placedemarche.components.shap_explainer import explain, report
+from placedemarche.components.shap_explainer.constants import EXAMPLES_KEY, EXPLANATION_KEY, MODEL_KEY, PUSHED_KEY  # noqa: F401 (re-exported)
 from placedemarche.serving import model_contract
 
 logger = logging.getLogger(__name__)
 
-MODEL_KEY = "model"
-EXAMPLES_KEY = "examples"
-EXPLANATION_KEY = "explanation"
-PUSHED_KEY = "pushed_model"
 
 
 def choose_model(models: Dict[str, Any], pushed: List[Any]) -> Tuple[str, Any]:

@@ -13,10 +13,7 @@ import numpy as np
 
 from placedemarche.components.shap_explainer.explain import Explanation, TextExplanation
 
-VALUES_FILE = "shap_values.npz"
-INDEX_FILE = "index.json"
-HTML_FILE = "index.html"
-OVERLAYS_DIR = "overlays"
+from placedemarche.components.shap_explainer.constants import HTML_FILE, INDEX_FILE, OVERLAYS_DIR, VALUES_FILE  # noqa: F401
 
 
 @dataclass

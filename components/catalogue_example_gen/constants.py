@@ -1,0 +1,7 @@
+"""CatalogueExampleGen's keys, files and artifact type name (one place for every reader)."""
+
+EXAMPLES_KEY = "examples"
+QUARANTINE_KEY = "quarantine"
+QUARANTINE_FILE = "quarantine.json"  # list of {row, uniq_id, image, reason, detail}
+SUMMARY_FILE = "summary.json"  # rows read, examples per split and label, quarantine by reason, text counts
+QUARANTINE_TYPE_NAME = "placedemarche.QuarantineReport"

@@ -1,0 +1,11 @@
+"""ServingPusher's keys, properties and files (one place for every reader)."""
+
+MODEL_KEY = "model"
+BLESSING_KEY = "blessing"
+INFRA_BLESSING_KEY = "infra_blessing"
+PUSHED_KEY = "pushed_model"
+NOT_PUSHED_FILE = "NOT_PUSHED"
+PUSHED_FILE = "PUSHED"
+SELECTION_FILE = "selection.json"
+PUSHED_CANDIDATE = "pushed_candidate"
+BEST_CANDIDATE = "best_candidate"

@@ -1,0 +1,11 @@
+"""ShapExplainer's keys, files and artifact type name (one place for every reader)."""
+
+MODEL_KEY = "model"
+EXAMPLES_KEY = "examples"
+EXPLANATION_KEY = "explanation"
+PUSHED_KEY = "pushed_model"
+VALUES_FILE = "shap_values.npz"
+INDEX_FILE = "index.json"
+HTML_FILE = "index.html"
+OVERLAYS_DIR = "overlays"
+EXPLANATION_TYPE_NAME = "placedemarche.Explanation"
