@@ -1,2 +1,2 @@
-"""The blessing decision: candidate vs baseline on the same test pictures (work in progress: the
-metrics and decision library is here; the TFX component that feeds it is not built yet)."""
+"""The blessing gate: each candidate against the baseline on the same test pictures (TFMA's results,
+McNemar's paired test, the thresholds), as the ModelGate component and its decision library."""

@@ -1,10 +1,9 @@
-"""Comparing the candidate with the baseline on the same test pictures, and the blessing decision.
+"""Comparing a candidate with the baseline on the same test pictures, and the blessing decision.
 
-Plain NumPy, no TFX: given both models' predicted classes and the true classes of the same
-examples, computes each model's accuracy, per-category accuracy / precision / recall / F1, macro F1
-and confusion matrix, McNemar's paired test, and checks the configured thresholds. TFMA computes the
-standard metrics inside the pipeline; McNemar needs both models' per-example outcomes side by side,
-which TFMA does not provide, so the decision is made here from one set of predictions.
+Plain NumPy, no TFX. From TFMA's results (the Evaluator's): each model's accuracy, per-category
+accuracy / precision / recall / F1 and macro F1 derived from its confusion matrix
+(:func:`metrics_from_confusion`), McNemar's paired test from the discordant counts of TFMA's
+``PairedOutcomes`` metric (:func:`mcnemar_from_counts`), and the gate's thresholds (:func:`decide`).
 """
 
 from __future__ import annotations
@@ -64,25 +63,6 @@ class Decision:
         return [c for c in self.checks if not c.passed]
 
 
-def model_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> ModelMetrics:
-    """Accuracy, per-category metrics, macro F1 and the confusion matrix.
-
-    Raises:
-      ValueError: empty input, lengths differ, or a class index outside ``labels``.
-    """
-    t, p = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
-    if t.size == 0:
-        raise ValueError("no test examples: the test split is empty")
-    if t.shape != p.shape:
-        raise ValueError(f"{t.size} true labels but {p.size} predictions")
-    n = len(labels)
-    if min(t.min(), p.min()) < 0 or max(t.max(), p.max()) >= n:
-        raise ValueError(f"class indices must be in 0..{n - 1} ({n} labels)")
-    matrix = np.zeros((n, n), dtype=int)
-    np.add.at(matrix, (t, p), 1)
-    return metrics_from_confusion(matrix, labels)
-
-
 def metrics_from_confusion(matrix, labels: Sequence[str]) -> ModelMetrics:
     """The same metrics from a confusion matrix (rows: true, columns: predicted, ``labels`` order).
 
@@ -114,14 +94,6 @@ def metrics_from_confusion(matrix, labels: Sequence[str]) -> ModelMetrics:
     )
 
 
-def mcnemar(y_true: Sequence[int], candidate_pred: Sequence[int], baseline_pred: Sequence[int]) -> McNemar:
-    """McNemar's paired test of two classifiers on the same examples."""
-    t = np.asarray(y_true)
-    cand_ok = np.asarray(candidate_pred) == t
-    base_ok = np.asarray(baseline_pred) == t
-    return mcnemar_from_counts(int(np.sum(cand_ok & ~base_ok)), int(np.sum(~cand_ok & base_ok)))
-
-
 def mcnemar_from_counts(b: int, c: int) -> McNemar:
     """McNemar's test from the discordant counts: ``b`` candidate-only correct, ``c`` baseline-only."""
     if b < 0 or c < 0:
@@ -145,40 +117,26 @@ def with_check(decision: Decision, check: Check) -> Decision:
                     decision.mcnemar, decision.labels)
 
 
-def decide(
-    y_true: Sequence[int],
-    candidate_pred: Sequence[int],
-    baseline_pred: Sequence[int],
-    labels: Sequence[str],
-    min_accuracy: float,
-    min_improvement: float,
-    significance_level: float,
-    require_significance: bool,
-) -> Decision:
+@dataclass(frozen=True)
+class Thresholds:
+    """The gate's thresholds (the ``evaluation`` section of the config)."""
+
+    min_accuracy: float
+    min_improvement: float
+    significance_level: float = 0.05
+    require_significance: bool = False
+
+
+def decide(cand: ModelMetrics, base: ModelMetrics, test: McNemar, labels: Sequence[str],
+           thresholds: Thresholds) -> Decision:
     """The blessing decision: every check must pass.
 
     Checks: the candidate's accuracy is at least ``min_accuracy``; it beats the baseline's by at
     least ``min_improvement``; and, when ``require_significance``, McNemar's p-value is below
     ``significance_level`` with the candidate the better one (the p-value is always reported).
     """
-    return decide_from_metrics(
-        model_metrics(y_true, candidate_pred, labels), model_metrics(y_true, baseline_pred, labels),
-        mcnemar(y_true, candidate_pred, baseline_pred), labels,
-        min_accuracy, min_improvement, significance_level, require_significance,
-    )
-
-
-def decide_from_metrics(
-    cand: ModelMetrics,
-    base: ModelMetrics,
-    test: McNemar,
-    labels: Sequence[str],
-    min_accuracy: float,
-    min_improvement: float,
-    significance_level: float,
-    require_significance: bool,
-) -> Decision:
-    """:func:`decide` from already computed metrics and McNemar test (e.g. TFMA's)."""
+    min_accuracy, min_improvement = thresholds.min_accuracy, thresholds.min_improvement
+    significance_level, require_significance = thresholds.significance_level, thresholds.require_significance
     gain = cand.accuracy - base.accuracy
     checks = [
         Check("accuracy_floor", cand.accuracy, min_accuracy, cand.accuracy >= min_accuracy,

@@ -84,14 +84,16 @@ class Executor(base_executor.BaseExecutor):
         cand, base = _metrics(results, "candidate", labels), _metrics(results, "baseline", labels)
         check_consistency(results, cand, base, evaluation.uri)
         paired = results["paired"]
-        decision = decision_lib.decide_from_metrics(
+        decision = decision_lib.decide(
             cand, base,
             decision_lib.mcnemar_from_counts(paired["candidate_only_correct"], paired["baseline_only_correct"]),
             labels,
-            min_accuracy=float(exec_properties["min_accuracy"]),
-            min_improvement=float(exec_properties["min_improvement"]),
-            significance_level=float(exec_properties["significance_level"]),
-            require_significance=bool(exec_properties["require_significance"]),
+            decision_lib.Thresholds(
+                min_accuracy=float(exec_properties["min_accuracy"]),
+                min_improvement=float(exec_properties["min_improvement"]),
+                significance_level=float(exec_properties["significance_level"]),
+                require_significance=bool(exec_properties["require_significance"]),
+            ),
         )
         decision = decision_lib.with_check(decision, decision_lib.Check(
             "tfma_evaluator", float(results["validation_ok"]), 1.0, results["validation_ok"],

@@ -108,10 +108,9 @@ def extract_features(
     previous batch.
 
     The input pipeline has fixed parallelism (one decoder per core, one batch ahead) and tf.data's
-    autotuning off: decoding a batch takes milliseconds next to the backbone's seconds, and on the
-    2-core machine AUTOTUNE's own threads slowed EfficientNet-B7 feature extraction by about 15 %
-    (128 vs 111 ms per picture, ``benchmarks/train_benchmark.py`` compares it with the raw forward
-    pass).
+    autotuning off: decoding a batch takes milliseconds next to the backbone's seconds, and on 2
+    cores AUTOTUNE's own threads slowed EfficientNet-B7's extraction measurably
+    (``benchmarks/train_benchmark.py`` compares extraction with the raw forward pass).
     """
     options = tf.data.Options()
     options.autotune.enabled = False
