@@ -109,7 +109,8 @@ def _models(config: PipelineConfig) -> List[Tuple[str, ModelConfig]]:
 
 def train_spec(config: PipelineConfig, model: ModelConfig, name: str) -> Dict[str, Any]:
     """The HeadTrainer's ``spec`` parameter: the model's section merged with the training section."""
-    return asdict(TrainSpec.from_dicts({**asdict(model), "name": name}, asdict(config.training)))
+    return asdict(TrainSpec.from_dicts({**asdict(model), "name": name, "max_image_pixels": config.data.max_image_pixels},
+                                       asdict(config.training)))
 
 
 def default_schema_file() -> str:

@@ -264,3 +264,22 @@ def test_review_without_a_run_says_what_to_do(tmp_path, capsys):
     status, _ = _cli("review", "--output", str(tmp_path))
     assert status == 2
     assert "no metadata store" in capsys.readouterr().err
+
+
+def test_an_original_photo_and_its_ingested_copy_get_the_same_answer(root, first):
+    """Sellers send originals; training saw ingested copies (longest side 600, JPEG). The served model
+    answers both alike: probabilities within 0.05 (the stated tolerance), the same top category."""
+    from PIL import Image
+
+    from placedemarche.components.catalogue_example_gen import images as ingestion
+
+    signature = tf.saved_model.load(first["pushed"]["destination"]).signatures["serving_default"]
+    pictures = sorted((root / "data" / "Images").glob("*.jpg"))[:8]
+    for path in pictures:
+        picture = Image.open(path).convert("RGB")
+        out = io.BytesIO()
+        picture.resize((picture.width * 6, picture.height * 6), Image.Resampling.BICUBIC).save(out, "JPEG", quality=92)
+        original = out.getvalue()
+        ingested = ingestion.normalise_image(original, max_side=600).jpeg
+        answer = signature(images=tf.constant([original, ingested]))["probabilities"].numpy()  # text left out
+        assert np.abs(answer[0] - answer[1]).max() < 0.05, path.name

@@ -230,8 +230,13 @@ def test_jpeg_and_png_of_the_same_picture_get_the_same_top_label(trained, sample
             picture.save(buf, format=fmt, quality=95)
             encoded.append(buf.getvalue())
         result = model(images=tf.constant(encoded))
-        labels = [l.decode() for l in result["label"].numpy()]
-        assert labels[0] == labels[1]
+        png, jpeg = result["probabilities"].numpy()
+        # The same decoding and resizing whatever the format: a JPEG's compression moves the
+        # probabilities a little, never the answer (unless the top two are that close).
+        assert np.abs(png - jpeg).max() < 0.05
+        top2 = np.sort(png)[-2:]
+        if top2[1] - top2[0] > 0.1:
+            assert png.argmax() == jpeg.argmax()
 
 
 def test_augmented_baseline_caches_several_views(sample_examples, tmp_path):

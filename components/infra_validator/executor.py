@@ -51,7 +51,9 @@ class Executor(base_executor.BaseExecutor):
         staged = path_utils.stamped_model_path(blessing.uri)
         shutil.copytree(predict.serving_dir(model.uri), staged)
         metadata = model_contract.read_metadata(staged)
-        logs = warmup.build_requests(records, exec_properties["model_name"], metadata.get("text_columns") or ())
+        large = warmup.large_jpeg() if model_contract.reads_images(metadata) else b""
+        logs = warmup.build_requests(records, exec_properties["model_name"], metadata.get("text_columns") or (), large,
+                                     reads_images=model_contract.reads_images(metadata))
         warmup.write(path_utils.warmup_file_path(staged), logs)
         result_path = os.path.join(blessing.uri, RESULT_FILE)
         result = run_probe(staged, float(exec_properties["latency_budget_ms"]), result_path,

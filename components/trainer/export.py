@@ -62,6 +62,7 @@ class Classifier(tf.Module):
         None for an image-only model.
       fusion: how the two are combined (:class:`fusion.Fusion`), for a model with both.
       text_columns: the tf.Example features joined into the text (``serving_examples``).
+      max_image_pixels: pictures whose decoded size would exceed it are refused (``model.decode_and_resize``).
 
     The SavedModel keeps the signatures, the variables and the text lookup table, not the Keras
     models as objects: saved as objects, Keras 3 traces a ``serving_default`` of its own for each
@@ -71,7 +72,7 @@ class Classifier(tf.Module):
     def __init__(self, labels: Sequence[str], image_size: int = 0, extractor: Optional[keras.Model] = None,
                  image_head: Optional[keras.Model] = None, featurizer: Optional[text_lib.TextFeaturizer] = None,
                  text_head: Optional[keras.Model] = None, fusion: Optional[fusion_lib.Fusion] = None,
-                 text_columns: Sequence[str] = ()):
+                 text_columns: Sequence[str] = (), max_image_pixels: int = model_lib.DEFAULT_MAX_PIXELS):
         super().__init__(name="classifier")
         if (extractor is None) != (image_head is None) or (featurizer is None) != (text_head is None):
             raise ValueError("give the backbone with its head, and the featurizer with its text classifier")
@@ -83,6 +84,7 @@ class Classifier(tf.Module):
         self.model_variables = [v for m in (extractor, image_head, text_head) if m is not None for v in m.variables]
         self.featurizer = featurizer  # tracked: its lookup table and IDF weights are saved with the model
         self.image_size = image_size
+        self.max_image_pixels = int(max_image_pixels)
         self.text_columns = list(text_columns)
         self.labels = tf.Variable(list(labels), dtype=tf.string, trainable=False, name="labels")
         fusion = fusion or fusion_lib.Fusion()
@@ -152,7 +154,7 @@ class Classifier(tf.Module):
         Each part of the graph is one ``tf.function`` the others call (the backbone is traced once and
         the SavedModel holds one copy of its graph for every signature).
         """
-        size = self.image_size
+        size, cap = self.image_size, self.max_image_pixels
         images_spec = tf.TensorSpec([None], tf.string, name=contract.IMAGES)
         text_spec = tf.TensorSpec([None], tf.string, name=contract.TEXT)
         pixels_spec = tf.TensorSpec([None, None, None, 3], tf.float32, name=contract.PIXELS)
@@ -167,7 +169,7 @@ class Classifier(tf.Module):
 
             @tf.function(input_signature=[images_spec])
             def classify_images(images):
-                return self._outputs(classify_pixels(model_lib.decode_batch(images, size))[contract.PROBABILITIES])
+                return self._outputs(classify_pixels(model_lib.decode_batch(images, size, cap))[contract.PROBABILITIES])
 
             @tf.function(input_signature=[examples_spec])
             def classify_examples(examples):
@@ -191,7 +193,7 @@ class Classifier(tf.Module):
 
             @tf.function(input_signature=[images_spec, text_spec])
             def classify_images(images, text=no_text):
-                pixels = model_lib.decode_batch(images, size)
+                pixels = model_lib.decode_batch(images, size, cap)
                 return self._outputs(classify_pixels(pixels, text)[contract.PROBABILITIES])
 
             @tf.function(input_signature=[examples_spec])
@@ -259,6 +261,7 @@ def export(classifier: Classifier, export_dir: str, metadata: Dict[str, object])
         f.write("".join(f"{l}\n" for l in labels))
     with tf.io.gfile.GFile(os.path.join(extra, contract.METADATA_FILE), "w") as f:
         f.write(json.dumps({**metadata, "labels": labels, "text_columns": classifier.text_columns,
+                            "max_image_pixels": classifier.max_image_pixels,
                             "signatures": sorted(classifier.signature_functions())}, indent=2))
     return export_dir
 

@@ -63,6 +63,7 @@ class TrainSpec:
     text_max_chars: int = 30000
     text_min_df: int = 2
     text_dropout: float = 0.5
+    max_image_pixels: int = 60_000_000  # data.max_image_pixels: the served model refuses larger pictures
 
     @classmethod
     def from_dicts(cls, model: Dict, training: Dict) -> "TrainSpec":
@@ -260,7 +261,7 @@ def fit_and_export(
         classifier = export_lib.Classifier(
             labels, spec.image_size, extractor=extractor, image_head=image.result.head if image else None,
             featurizer=featurizer, text_head=text.result.head if text else None, fusion=fusion,
-            text_columns=spec.text_columns)
+            text_columns=spec.text_columns, max_image_pixels=spec.max_image_pixels)
         export_lib.export(classifier, serving_model_dir, metadata)
         timings["export_seconds"] = time.perf_counter() - t
         timings["total_seconds"] = time.perf_counter() - start
