@@ -90,6 +90,8 @@ class DataConfig:
         "downscaled first)",
         min=1,
     )
+    max_image_bytes: int = _field(
+        50 * 1024 * 1024, "Picture files larger than this are quarantined without being read (bytes)", min=1)
     jpeg_quality: int = _field(90, "JPEG quality of re-encoded pictures", min=1, max=100)
     schema_file: Optional[str] = _field(
         None, "Curated TFDV schema (pbtxt); unset: the one shipped in pipeline/schema/"

@@ -307,6 +307,7 @@ def _ingestion(config: PipelineConfig, data_dir_parameter=None):
         max_image_side=data.max_image_side,
         min_image_side=data.min_image_side,
         max_image_pixels=data.max_image_pixels,
+        max_image_bytes=data.max_image_bytes,
         jpeg_quality=data.jpeg_quality,
         test_fraction=data.test_fraction,
         eval_fraction=data.eval_fraction,

@@ -6,25 +6,38 @@
     result = client.predict([open("shoe.jpg", "rb").read()])
     result.top_k(3)          # [[("Footwear", 0.91), ...]]
 
+    # a model that reads text too: one text for all pictures, or one per picture
+    client.predict(pictures, texts="Leather strap analog watch")
+    client.predict(pictures, texts=["Baby romper", "Gaming laptop"])
+    client.predict_texts(["Baby romper"])  # a model that reads text alone
+
 Both talk to TensorFlow Serving (or the local stand-in, ``serving.server``). They send pictures as
-encoded bytes to ``serving_default`` in batches of at most ``max_batch_size``, retry transient
-failures (unavailable, timeouts, 502/503/504) with exponential backoff and never retry a request
-the server refused (bad input, unknown model), and raise typed errors carrying the server's message.
+encoded bytes (``images``) and, when given, texts (``text``: a ``str`` is sent as UTF-8, ``bytes``
+as they are) to ``serving_default`` in batches of at most ``max_batch_size`` (texts are split with
+their pictures; a single text is sent once per batch and the model broadcasts it). Without texts no
+``text`` input is sent: the model uses its default (no text), so image-only clients work with image
+and image+text models alike. REST uses the columnar format (``{"inputs": {"images": [{"b64": ...}],
+"text": ["..."]}}``), gRPC DT_STRING tensors. The clients retry transient failures (unavailable,
+timeouts, 502/503/504) with exponential backoff, never retry a request the server refused (bad
+input, unknown model, a request over the server's size limit), and raise typed errors carrying the
+server's message. The REST client speaks plain HTTP/1.1 (``http.client``, no proxy) so that it can
+read a refusal the server sent before reading the whole body (413, then the connection closed).
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 
 T = TypeVar("T")
+Text = Union[str, bytes]
 
 
 class ServingClientError(Exception):
@@ -60,6 +73,7 @@ class ClientConfig:
     label: Optional[str] = None  # e.g. "stable" / "canary" (instead of version)
     signature_name: str = "serving_default"
     input_name: str = "images"
+    text_input_name: str = "text"
     timeout_s: float = 30.0
     retries: int = 3
     backoff_s: float = 0.2  # first wait; doubles each retry
@@ -100,14 +114,50 @@ class _Client:
             wait *= 2
         raise AssertionError("unreachable")
 
-    def predict(self, images: Sequence[bytes]) -> Prediction:
-        """Probabilities for each encoded picture, in batches of at most ``max_batch_size``."""
+    def predict(self, images: Sequence[bytes], texts: Union[None, Text, Sequence[Text]] = None) -> Prediction:
+        """Probabilities for each encoded picture, in batches of at most ``max_batch_size``.
+
+        Args:
+          images: encoded pictures (JPEG, PNG, GIF or BMP bytes).
+          texts: None (no ``text`` input is sent), one ``str`` / ``bytes`` for every picture, or a
+            list with one per picture.
+
+        Raises:
+          ValueError: no pictures, or a list of texts whose length is not the number of pictures.
+        """
         if not images:
             raise ValueError("no pictures to predict")
-        parts, classes = [], None
+        per_picture = None
+        if texts is not None and not isinstance(texts, (str, bytes)):
+            per_picture = list(texts)
+            if len(per_picture) != len(images):
+                raise ValueError(f"texts: {len(per_picture)} given for {len(images)} pictures; give one text per "
+                                 "picture, or a single str for all of them")
+        inputs_of = []
         for start in range(0, len(images), self.config.max_batch_size):
-            batch = list(images[start:start + self.config.max_batch_size])
-            outputs = self._with_retries(lambda: self._predict(batch))
+            end = start + self.config.max_batch_size
+            inputs: Dict[str, List[Text]] = {self.config.input_name: list(images[start:end])}
+            if per_picture is not None:
+                inputs[self.config.text_input_name] = per_picture[start:end]
+            elif texts is not None:
+                inputs[self.config.text_input_name] = [texts]  # one text: the model broadcasts it
+            inputs_of.append(inputs)
+        return self._predict_batches(inputs_of)
+
+    def predict_texts(self, texts: Sequence[Text]) -> Prediction:
+        """Probabilities for each text, for a model that reads text alone (``serving_default(text)``)."""
+        if isinstance(texts, (str, bytes)):
+            texts = [texts]
+        if not texts:
+            raise ValueError("no texts to predict")
+        size = self.config.max_batch_size
+        return self._predict_batches([{self.config.text_input_name: list(texts[i:i + size])}
+                                      for i in range(0, len(texts), size)])
+
+    def _predict_batches(self, batches: List[Dict[str, List[Text]]]) -> Prediction:
+        parts, classes = [], None
+        for inputs in batches:
+            outputs = self._with_retries(lambda: self._predict(inputs))
             parts.append(np.asarray(outputs["probabilities"], dtype=np.float32))
             if classes is None and "classes" in outputs:
                 classes = [c.decode() if isinstance(c, bytes) else c for c in np.asarray(outputs["classes"])[0]]
@@ -133,34 +183,67 @@ class _Client:
 class RestClient(_Client):
     """TF Serving's REST API (default port 8501)."""
 
-    def _url(self, suffix: str = "") -> str:
+    def _path(self, suffix: str = "") -> str:
         c = self.config
         where = f"/versions/{c.version}" if c.version is not None else f"/labels/{c.label}" if c.label else ""
-        return f"http://{c.host}:{c.port}/v1/models/{c.model_name}{where}{suffix}"
+        return f"/v1/models/{c.model_name}{where}{suffix}"
+
+    def _url(self, suffix: str = "") -> str:
+        return f"http://{self.config.host}:{self.config.port}{self._path(suffix)}"
 
     def _request(self, url: str, payload: Optional[dict] = None) -> dict:
-        data = json.dumps(payload).encode() if payload is not None else None
-        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            body = e.read()
-            try:
-                message = json.loads(body).get("error", body.decode(errors="replace"))
-            except (json.JSONDecodeError, AttributeError):
-                message = body.decode(errors="replace")[:500]
-            if e.code == 404:
-                raise ModelNotFoundError(message, "NOT_FOUND") from e
-            if e.code in (502, 503, 504):
-                raise UnavailableError(message, f"HTTP {e.code}") from e
-            raise InvalidRequestError(message, "INVALID_ARGUMENT" if e.code == 400 else f"HTTP {e.code}") from e
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
-            raise UnavailableError(f"{url}: {getattr(e, 'reason', e)}", "UNAVAILABLE") from e
+        """GET (no payload) or POST ``payload`` as JSON; the server's JSON answer, or a typed error.
 
-    def _predict(self, batch: List[bytes]) -> Dict[str, object]:
+        Plain ``http.client`` (no proxies): when the server refuses a request before reading all of
+        its body (413, over its size limit) and closes the connection, the send fails with a broken
+        pipe, yet the server's answer is there to read; it is read and raised as the refusal it is,
+        not retried as a transient failure.
+        """
+        parts = urllib.parse.urlsplit(url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        data = json.dumps(payload).encode() if payload is not None else None
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.config.timeout_s)
+        try:
+            send_error: Optional[OSError] = None
+            try:
+                connection.request("POST" if data is not None else "GET", path, body=data,
+                                   headers={"Content-Type": "application/json"})
+            except (BrokenPipeError, ConnectionResetError) as e:
+                send_error = e  # the server may have answered without reading the whole body
+            except OSError as e:
+                raise UnavailableError(f"{url}: {e}", "UNAVAILABLE") from e
+            try:
+                response = connection.getresponse()
+                status, body = response.status, response.read()
+            except (OSError, http.client.HTTPException) as e:
+                raise UnavailableError(f"{url}: {send_error or e}", "UNAVAILABLE") from e
+        finally:
+            connection.close()
+        if 200 <= status < 300:
+            try:
+                return json.loads(body)
+            except ValueError as e:
+                raise UnavailableError(f"{url}: the answer is not JSON ({e})", "UNAVAILABLE") from e
+        try:
+            message = json.loads(body).get("error", body.decode(errors="replace"))
+        except (ValueError, AttributeError):
+            message = body.decode(errors="replace")[:500]
+        if status == 404:
+            raise ModelNotFoundError(message, "NOT_FOUND")
+        if status in (502, 503, 504):
+            raise UnavailableError(message, f"HTTP {status}")
+        raise InvalidRequestError(message, "INVALID_ARGUMENT" if status == 400 else f"HTTP {status}")
+
+    @staticmethod
+    def _json_value(value: Text) -> object:
+        """A str as a JSON string; bytes (pictures, or text that need not be UTF-8) as {"b64": ...}."""
+        if isinstance(value, str):
+            return value
+        return {"b64": base64.b64encode(value).decode()}
+
+    def _predict(self, inputs: Dict[str, List[Text]]) -> Dict[str, object]:
         payload = {"signature_name": self.config.signature_name,
-                   "inputs": {self.config.input_name: [{"b64": base64.b64encode(b).decode()} for b in batch]}}
+                   "inputs": {name: [self._json_value(v) for v in values] for name, values in inputs.items()}}
         outputs = self._request(self._url(":predict"), payload)["outputs"]
         return outputs if isinstance(outputs, dict) else {"probabilities": outputs}
 
@@ -212,14 +295,16 @@ class GrpcClient(_Client):
                 raise ModelNotFoundError(message, code.name) from e
             raise InvalidRequestError(message, code.name) from e
 
-    def _predict(self, batch: List[bytes]) -> Dict[str, object]:
+    def _predict(self, inputs: Dict[str, List[Text]]) -> Dict[str, object]:
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec)
         request.model_spec.signature_name = self.config.signature_name
-        request.inputs[self.config.input_name].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string, shape=[len(batch)]))
+        for name, values in inputs.items():
+            encoded = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(encoded, dtype=tf.string, shape=[len(encoded)]))
         response = self._call(self._predict_stub.Predict, request)
         return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
 

@@ -9,12 +9,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 # Every reason a row can be quarantined for, with what a person should do about it.
 REASONS: Dict[str, str] = {
-    "malformed_row": "the CSV line does not have the header's number of fields: fix its quoting",
+    "malformed_row": "the CSV line does not have the header's number of fields, has an unbalanced quote or a NUL "
+                     "byte: fix its quoting",
+    "field_too_long": "a field of the line is longer than the parser's limit (1 MiB): shorten it",
+    "bad_category": "the category contains control characters (line breaks, tabs, ...): clean it",
+    "unsafe_image_path": "the image name is not a plain file name inside the images folder: fix the name",
+    "not_a_regular_file": "the image name is a folder, pipe or device, not a picture file: replace it",
+    "image_too_large": "the picture file is larger than data.max_image_bytes: use a smaller file",
     "missing_id": "the id column is empty: give the product its id",
     "duplicate_id": "an earlier row has the same id: remove or re-id one of them",
     "missing_category": "the category column is empty: categorise the product",
@@ -35,7 +42,7 @@ SPLITS: Tuple[str, ...] = ("train", "eval", "test")
 class QuarantineEntry:
     """One refused row: where it is, what it is and why it was refused."""
 
-    row: int  # CSV record number, the header being row 1 (as a spreadsheet numbers them)
+    row: int  # the line of the CSV file where the record starts, the header being line 1
     uniq_id: str
     image: str
     reason: str
@@ -122,11 +129,13 @@ def read_catalogue(
     Raises:
       ValueError: the header lacks one of ``columns`` (names the missing and the present ones).
     """
-    reader = csv.reader(io.StringIO(text))
+    lines = io.StringIO(text, newline="").readlines()  # as csv reads them: \n, \r\n or \r end a line
+    if not lines:
+        raise ValueError("the CSV file is empty (no header line)")
     try:
-        header = next(reader)
-    except StopIteration:
-        raise ValueError("the CSV file is empty (no header line)") from None
+        header = next(csv.reader([lines[0]]))
+    except csv.Error as e:
+        raise ValueError(f"the CSV header (line 1) cannot be parsed: {e}") from None
     header = [h.strip() for h in header]
     if header and header[0].startswith("\ufeff"):
         header[0] = header[0][1:]
@@ -140,14 +149,18 @@ def read_catalogue(
     quarantined: List[QuarantineEntry] = []
     seen: Dict[str, int] = {}
     total = 0
-    for record_number, record in enumerate(reader, start=2):
-        if not record or (len(record) == 1 and not record[0].strip()):
+    for line_number, record, problem in _records(lines, len(header)):
+        if problem is None and (not record or (len(record) == 1 and not record[0].strip())):
             continue  # blank line
         total += 1
+        if problem is not None:
+            reason, detail = problem
+            quarantined.append(QuarantineEntry(line_number, (record or [""])[0][:64], "", reason, detail))
+            continue
         if len(record) != len(header):
             quarantined.append(
                 QuarantineEntry(
-                    record_number, record[0] if record else "", "", "malformed_row",
+                    line_number, record[0][:64] if record else "", "", "malformed_row",
                     f"{len(record)} fields where the header has {len(header)}",
                 )
             )
@@ -157,7 +170,7 @@ def read_catalogue(
         image = values[columns.image].strip()
 
         def refuse(reason: str, detail: str) -> None:
-            quarantined.append(QuarantineEntry(record_number, uniq_id, image, reason, detail))
+            quarantined.append(QuarantineEntry(line_number, uniq_id, image, reason, detail))
 
         if not uniq_id:
             refuse("missing_id", f"column '{columns.id}' is empty")
@@ -165,10 +178,13 @@ def read_catalogue(
         if uniq_id in seen:
             refuse("duplicate_id", f"same {columns.id} as row {seen[uniq_id]}")
             continue
-        seen[uniq_id] = record_number
+        seen[uniq_id] = line_number
         levels = parse_category(values[columns.category])
         if not levels:
             refuse("missing_category", f"column '{columns.category}' is empty")
+            continue
+        if _CONTROL.search(values[columns.category]):  # a label with a line break would shift labels.txt
+            refuse("bad_category", f"column '{columns.category}' holds control characters (line breaks, tabs, ...)")
             continue
         if len(levels) < label_depth:
             refuse(
@@ -181,9 +197,58 @@ def read_catalogue(
             continue
         others = {k: v for k, v in values.items() if k not in (columns.id, columns.image, columns.category)}
         rows.append(
-            CatalogueRow(record_number, uniq_id, image, levels[label_depth - 1], " >> ".join(levels), others)
+            CatalogueRow(line_number, uniq_id, image, levels[label_depth - 1], " >> ".join(levels), others)
         )
     return rows, quarantined, total
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_FIELD_BYTES = 1024 * 1024
+
+
+def _records(lines: Sequence[str], fields: int) -> Iterator[Tuple[int, List[str], Optional[Tuple[str, str]]]]:
+    """``(line number, fields, problem)`` for each CSV record after the header; nothing is lost.
+
+    Each record is parsed from the physical line where it starts. A quoted field may span lines; but
+    one whose continuation lines are themselves whole records (an unbalanced quote swallowing the
+    rest of the catalogue) is refused at its own line, and parsing goes on at the next line, so the
+    rows after it are read. A NUL byte or an over-long field refuses that record only.
+    """
+    csv.field_size_limit(MAX_FIELD_BYTES)
+    i = 1
+    while i < len(lines):
+        reader = csv.reader(iter(lines[i:]))
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            message = str(e)
+            problem = ("field_too_long", f"a field is over {MAX_FIELD_BYTES} bytes") if "field larger" in message \
+                else ("malformed_row", f"cannot be parsed ({message})")
+            yield i + 1, [], problem
+            i += 1
+            continue
+        span = max(1, reader.line_num)
+        if span > 1 and _swallows_records(lines[i + 1:i + span], fields):
+            yield i + 1, record[:1], ("malformed_row", "unbalanced quote: its field runs over the following "
+                                      f"{span - 1} line(s), which hold rows of their own; they are read as such")
+            i += 1
+            continue
+        yield i + 1, record, None
+        i += span
+
+
+def _swallows_records(continuation: Sequence[str], fields: int) -> bool:
+    """Whether continuation lines of a multi-line field look like CSV records of their own."""
+    for line in continuation:
+        try:
+            parsed = next(csv.reader([line]))
+        except (csv.Error, StopIteration):
+            continue
+        if len(parsed) == fields:
+            return True
+    return False
 
 
 def resolve_shared_pictures(

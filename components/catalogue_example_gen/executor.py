@@ -45,7 +45,13 @@ def find_csv(data_dir: str, csv_file: str) -> str:
 
 def _read_text(path: str) -> str:
     with FileSystems.open(path) as f:
-        return f.read().decode("utf-8-sig")
+        data = f.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ValueError(f"'{path}' is not UTF-8 text: byte {e.start} (line {line}) is {data[e.start:e.start + 1]!r}; "
+                         "save the catalogue as UTF-8") from None
 
 
 def _collect_json_lines(pattern: str) -> List[Any]:
@@ -76,6 +82,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             max_image_side=int(p["max_image_side"]),
             min_image_side=int(p["min_image_side"]),
             max_image_pixels=int(p["max_image_pixels"]),
+            max_image_bytes=int(p.get("max_image_bytes") or transform.IngestOptions.max_image_bytes),
             jpeg_quality=int(p["jpeg_quality"]),
             test_fraction=float(p["test_fraction"]),
             eval_fraction=float(p["eval_fraction"]),

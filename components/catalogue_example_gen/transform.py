@@ -18,9 +18,8 @@ from typing import Dict, Iterable, Iterator, Optional, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
-from apache_beam.io.filesystems import FileSystems
 
-from placedemarche.components.catalogue_example_gen import catalogue, images
+from placedemarche.components.catalogue_example_gen import catalogue, images, pictures
 
 logger = logging.getLogger(__name__)
 
@@ -46,15 +45,15 @@ class IngestOptions:
     max_image_side: int = 600
     min_image_side: int = 32
     max_image_pixels: int = 60_000_000
+    max_image_bytes: int = 50 * 1024 * 1024
     jpeg_quality: int = 90
     test_fraction: float = 0.2
     eval_fraction: float = 0.25
     split_salt: str = "placedemarche"
 
 
-def _read(path: str) -> bytes:
-    with FileSystems.open(path) as f:
-        return f.read()
+def _reader(options: "IngestOptions") -> pictures.PictureReader:
+    return pictures.PictureReader(options.images_dir, options.max_image_bytes)
 
 
 def _quarantine(row: catalogue.CatalogueRow, reason: str, detail: str) -> beam.pvalue.TaggedOutput:
@@ -65,18 +64,17 @@ def _quarantine(row: catalogue.CatalogueRow, reason: str, detail: str) -> beam.p
 
 
 class _HashPicture(beam.DoFn):
-    def __init__(self, images_dir: str):
-        self._images_dir = images_dir
+    def __init__(self, options: "IngestOptions"):
+        self._options = options
 
     def process(self, row: catalogue.CatalogueRow) -> Iterator:
-        path = FileSystems.join(self._images_dir, row.image)
         try:
-            data = _read(path)
+            data = _reader(self._options).read(row.image)
+        except pictures.PictureRefused as e:
+            yield _quarantine(row, e.reason, e.detail)
+            return
         except (IOError, OSError, beam.io.filesystem.BeamIOError) as e:
-            if not FileSystems.exists(path):
-                yield _quarantine(row, "missing_image", f"no file {path}")
-            else:
-                yield _quarantine(row, "undecodable_image", f"cannot read {path}: {e}")
+            yield _quarantine(row, "undecodable_image", f"'{row.image}' cannot be read ({type(e).__name__})")
             return
         yield hashlib.sha256(data).hexdigest(), row
 
@@ -105,16 +103,15 @@ class _MakeExample(beam.DoFn):
     def process(self, element: Tuple[catalogue.CatalogueRow, str]) -> Iterator:
         row, split_key = element
         o = self._options
-        path = FileSystems.join(o.images_dir, row.image)
         try:
             picture = images.normalise_image(
-                _read(path), o.max_image_side, o.min_image_side, o.max_image_pixels, o.jpeg_quality
+                _reader(o).read(row.image), o.max_image_side, o.min_image_side, o.max_image_pixels, o.jpeg_quality
             )
-        except images.ImageRejected as e:
+        except (images.ImageRejected, pictures.PictureRefused) as e:
             yield _quarantine(row, e.reason, e.detail)
             return
         except (IOError, OSError) as e:  # the file vanished between the two reads
-            yield _quarantine(row, "missing_image", f"cannot read {path}: {e}")
+            yield _quarantine(row, "missing_image", f"'{row.image}' cannot be read ({type(e).__name__})")
             return
         feature: Dict[str, tf.train.Feature] = {
             IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[picture.jpeg])),
@@ -157,7 +154,7 @@ class IngestCatalogue(beam.PTransform):
 
     def expand(self, rows: beam.PCollection) -> Dict[str, beam.PCollection]:
         hashed = rows | "HashPictures" >> beam.ParDo(
-            _HashPicture(self._options.images_dir)
+            _HashPicture(self._options)
         ).with_outputs(QUARANTINE, main="hashed")
         resolved = (
             hashed.hashed
