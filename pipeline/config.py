@@ -775,6 +775,9 @@ def _check_consistency(config: PipelineConfig, sources: Dict[str, str]) -> None:
                 "path; got an empty string"
             )
     names = [c.name for c in config.candidates]
+    if "baseline" in names:
+        raise ConfigError(f"config key '{CANDIDATES}'{where(CANDIDATES)}: 'baseline' is the VGG19 baseline's name; "
+                          "give the candidate another name")
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise ConfigError(f"config key '{CANDIDATES}'{where(CANDIDATES)}: candidate names must be unique; "

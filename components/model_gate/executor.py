@@ -115,7 +115,8 @@ class Executor(base_executor.BaseExecutor):
         # What the Pusher compares candidates by, and how it tells them apart.
         blessing.set_string_custom_property("candidate", name)
         blessing.set_float_custom_property("accuracy", decision.candidate.accuracy)
-        blessing.set_string_custom_property("reasons", "; ".join(c.explanation for c in decision.failed_checks()))
+        # One entry per failed check, as JSON (an explanation may itself hold '; ').
+        blessing.set_string_custom_property("reasons", json.dumps([c.explanation for c in decision.failed_checks()]))
         open(os.path.join(blessing.uri, constants.BLESSED_FILE if decision.blessed else constants.NOT_BLESSED_FILE), "w").close()
         logger.info(
             "candidate %s %.4f vs baseline %.4f on %d %s examples, McNemar p=%.4g: %s%s",

@@ -37,7 +37,14 @@ CONFUSION_PLOT = "multi_class_confusion_matrix_plot"
 
 def eval_config(min_accuracy: float, min_improvement: float, candidates: Sequence[str] = (CANDIDATE,)) -> tfma.EvalConfig:
     """The evaluation's configuration: every candidate (named as in the pipeline) and the baseline, with
-    the gate's thresholds on each candidate (the classes come from the models)."""
+    the gate's thresholds on each candidate (the classes come from the models).
+
+    Raises:
+      ValueError: a candidate is named like the baseline (``baseline``), or two alike.
+    """
+    if BASELINE in candidates or len(set(candidates)) != len(list(candidates)):
+        raise ValueError(f"candidate names must be distinct and not '{BASELINE}' (the baseline's name in the "
+                         f"evaluation); got {list(candidates)}")
     accuracy_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_accuracy}),
         change_threshold=tfma.GenericChangeThreshold(

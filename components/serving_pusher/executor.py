@@ -57,14 +57,15 @@ def candidate_results(models: Dict[str, Any], blessings: Dict[str, Any],
             skipped = bool(infra[name].get_int_custom_property("skipped"))
             if infra[name].has_custom_property("latency_p50_ms"):
                 latency = infra[name].get_float_custom_property("latency_p50_ms")
-        reasons = blessing.get_string_custom_property("reasons") if blessing.has_custom_property("reasons") else ""
+        reasons = json.loads(blessing.get_string_custom_property("reasons") or "[]") \
+            if blessing.has_custom_property("reasons") else []
         results.append(select.CandidateResult(
             name=name, model_uri=model.uri, model_id=model.id,
             accuracy=blessing.get_float_custom_property("accuracy") if blessing.has_custom_property("accuracy") else None,
             blessed=bool(blessing.get_int_custom_property("blessed")), infra_blessed=infra_blessed,
             infra_skipped=skipped, latency_ms=latency,
             size_bytes=_folder_size(model_contract.serving_dir(model.uri)),
-            gate_reasons=tuple(r for r in reasons.split("; ") if r),
+            gate_reasons=tuple(reasons),
         ))
     return results
 
