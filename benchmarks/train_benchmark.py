@@ -73,8 +73,8 @@ def test_accuracy(model_dir: Path, examples: Path, text_columns, blank_text: boo
     texts = test.text(text_columns) if text_columns else None
     for i in range(0, len(test.ids), 32):
         inputs = {"images": tf.constant(test.images[i:i + 32])}
-        if text_columns and not blank_text:
-            inputs["text"] = tf.constant(texts[i:i + 32])
+        if text_columns:  # left out, TF Serving would take the signature's default: [""]
+            inputs["text"] = tf.constant([""] if blank_text else texts[i:i + 32])
         probabilities = signature(**inputs)["probabilities"].numpy()
         right += int(np.sum(np.array(labels)[probabilities.argmax(axis=1)] == np.array(test.labels[i:i + 32])))
     return right / len(test.ids)

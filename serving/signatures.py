@@ -4,6 +4,7 @@ shapes and types, calls the signature and names the failing instance(s) when a c
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
@@ -79,8 +80,14 @@ def _failing_rows(run: Callable[[Dict[str, np.ndarray]], Any], arrays: Dict[str,
     return found
 
 
+_MODEL_PICTURE_ERROR = re.compile(r"^picture \d+ of the request: (?P<reason>.+)$", re.DOTALL)
+
+
 def _describe(error: ServingError, arrays: Dict[str, np.ndarray]) -> Tuple[str, Optional[str]]:
     """(reason, input it is about) for a failed single instance."""
+    own = _MODEL_PICTURE_ERROR.match(error.message)
+    if contract.IMAGES in arrays and own:  # the model's own words (its decoding's checks: format, pixel cap)
+        return own.group("reason"), contract.IMAGES
     if contract.IMAGES in arrays and _DECODE_ERRORS.search(error.message):
         return PICTURE_ERROR, contract.IMAGES
     return error.message, (next(iter(arrays)) if len(arrays) == 1 else None)

@@ -86,3 +86,42 @@ def test_ingestion_and_serving_prepare_an_original_alike(width, height, fmt):
     assert np.abs(via_ingestion - straight).mean() < 3.0
     assert np.abs(via_ingestion - straight).max() < 60
 
+
+
+def test_the_server_names_a_picture_over_the_cap_and_keeps_serving(tmp_path):
+    """Through the local server: a PNG that declares 100000 x 100000 pixels is a 400 naming the instance
+    and its dimensions; a 15000 x 15000 JPEG is answered; the server keeps serving."""
+    import base64
+    import http.client
+    import json as json_lib
+
+    from placedemarche.components.serving_pusher import push as push_lib
+    from placedemarche.components.trainer import backbones, export as export_lib
+    from placedemarche.serving.server import LocalServer
+
+    extractor, _ = backbones.build("efficientnet_b0", SIZE, "none")
+    head = model_lib.build_head(int(extractor.output_shape[-1]), 3, 8, 0.0, 1)
+    export_lib.export(export_lib.ImageClassifier(extractor, head, ["a", "b", "c"], SIZE), str(tmp_path / "m"),
+                      {"backbone": "efficientnet_b0", "image_size": SIZE})
+    push_lib.push(str(tmp_path / "m"), str(tmp_path / "serving"), "pc")
+    server = LocalServer("pc", str(tmp_path / "serving" / "pc"), rest_port=0, grpc_port=0,
+                         max_request_bytes=32 * 1024 * 1024).start()
+
+    def predict(*pictures):
+        body = json_lib.dumps({"instances": [{"b64": base64.b64encode(p).decode()} for p in pictures]})
+        connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=120)
+        connection.request("POST", "/v1/models/pc:predict", body=body)
+        response = connection.getresponse()
+        return response.status, json_lib.loads(response.read())
+
+    try:
+        status, answer = predict(_photo(300, 200), _png_header_only(100_000, 100_000))
+        assert status == 400
+        assert answer["error"].startswith("instance 2 of 2 ('images'): 100000 x 100000 pixels (width x height) is "
+                                          "over the 60000000-pixel limit")
+        status, answer = predict(warmup.large_jpeg(15000, 15000))
+        assert status == 200 and len(answer["predictions"]) == 1
+        status, _ = predict(_photo(300, 200))
+        assert status == 200
+    finally:
+        server.stop()

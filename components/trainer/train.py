@@ -177,8 +177,12 @@ def train_head(
         checkpoint_path, monitor="val_loss", save_best_only=True, save_weights_only=True
     )
     start = time.perf_counter()
+    # Tensors once, not NumPy arrays Keras would convert batch by batch every epoch (a text head's
+    # 20000-wide TF-IDF rows made that a fifth of its training time on 2 cores).
+    train_x, train_y, eval_x, eval_y = (tf.convert_to_tensor(a) for a in (train_x, train_y, eval_x, eval_y))
     fit = head.fit(
         train_x, train_y, validation_data=(eval_x, eval_y), epochs=epochs, batch_size=batch_size,
+        validation_batch_size=256,  # the same validation loss in fewer steps
         shuffle=True, verbose=0, callbacks=[early, checkpoint, _LogEpoch()],
     )
     elapsed = time.perf_counter() - start
