@@ -255,6 +255,15 @@ class RestClient(_Client):
     def metadata(self) -> dict:
         return self._request(self._url("/metadata"))
 
+    def input_names(self, signature_name: Optional[str] = None) -> List[str]:
+        """The inputs of a signature of the served model (default: the client's), from its metadata."""
+        definitions = self.metadata()["metadata"]["signature_def"]["signature_def"]
+        name = signature_name or self.config.signature_name
+        if name not in definitions:
+            raise InvalidRequestError(f"the served model has no signature '{name}' ({sorted(definitions)})",
+                                      "INVALID_ARGUMENT")
+        return sorted(definitions[name]["inputs"])
+
 
 class GrpcClient(_Client):
     """TF Serving's gRPC API (default port 8500): PredictionService and ModelService."""
@@ -324,6 +333,18 @@ class GrpcClient(_Client):
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._spec(request.model_spec)
         return self._call(self._predict_stub.GetModelMetadata, request)
+
+    def input_names(self, signature_name: Optional[str] = None) -> List[str]:
+        """The inputs of a signature of the served model (default: the client's), from its metadata."""
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        definitions = get_model_metadata_pb2.SignatureDefMap()
+        self.metadata().metadata["signature_def"].Unpack(definitions)
+        name = signature_name or self.config.signature_name
+        if name not in definitions.signature_def:
+            raise InvalidRequestError(f"the served model has no signature '{name}' "
+                                      f"({sorted(definitions.signature_def)})", "INVALID_ARGUMENT")
+        return sorted(definitions.signature_def[name].inputs)
 
 
 def make_client(protocol: str, config: ClientConfig) -> _Client:

@@ -43,7 +43,8 @@ Hardening (a server that a bad client cannot take down or starve):
   string input or for a value TensorFlow would repeat to fill the shape (a 30-byte request that
   declares 2**31 strings is INVALID_ARGUMENT, not 16 GB).
 - A picture that cannot be decoded is INVALID_ARGUMENT naming the instance ("instance 2 of 3
-  ('images'): not a picture the model can decode (JPEG, PNG, GIF or BMP)").
+  ('images'): not a JPEG, PNG, GIF or BMP picture (...)", the model's own words; older models
+  without them: "not a picture the model can decode (JPEG, PNG, GIF or BMP)").
 """
 
 from __future__ import annotations

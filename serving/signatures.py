@@ -97,8 +97,8 @@ def call_signature(signature, arrays: Dict[str, np.ndarray], dtypes: Dict[str, A
     """Calls ``signature`` on NumPy inputs; when a call of several instances is refused, names them.
 
     A failure of a multi-instance call (INVALID_ARGUMENT) is narrowed down to the instance(s) that
-    fail alone, by bisection, and reported as ``instance 2 of 3 ('images'): not a picture the model
-    can decode (JPEG, PNG, GIF or BMP)`` (instances count from 1). When no instance fails alone the
+    fail alone, by bisection, and reported as ``instance 2 of 3 ('images'): not a JPEG, PNG, GIF or
+    BMP picture (...)`` (instances count from 1; the model's own words where it has them). When no instance fails alone the
     batch as a whole was refused, and that message is reported.
     """
     import tensorflow as tf

@@ -194,6 +194,34 @@ def test_predict_command(served, pictures, tmp_path):
     assert [t["label"] for t in answer["top_k"]][0] in LABELS and len(answer["top_k"]) == 2
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "rest"])
+def test_predict_a_catalogue_answers_every_row_or_says_why_not(served, pictures, tmp_path, protocol):
+    """Rows in the catalogue's format; a missing picture, a file that is not a picture and a name leaving the
+    images folder are listed with their reason, every other row is answered (exit status 1)."""
+    _, _, server = served
+    (tmp_path / "Images").mkdir()
+    for i, picture in enumerate(pictures[:3]):
+        (tmp_path / "Images" / f"{i}.jpg").write_bytes(picture)
+    (tmp_path / "Images" / "broken.jpg").write_bytes(b"<html>not found</html>")
+    (tmp_path / "secret.jpg").write_bytes(pictures[0])
+    rows = [("a", "0.jpg"), ("b", "broken.jpg"), ("c", "1.jpg"), ("d", "missing.jpg"), ("e", "../secret.jpg"),
+            ("f", "2.jpg")]
+    (tmp_path / "catalogue.csv").write_text(
+        "uniq_id,image,product_name,description\n" + "".join(f"{u},{f},Name {u},Words {u}\n" for u, f in rows))
+    out = io.StringIO()
+    port = server.grpc_port if protocol == "grpc" else server.rest_port
+    with contextlib.redirect_stdout(out):
+        status = main(["-q", "predict", "--catalogue", str(tmp_path / "catalogue.csv"), "--server",
+                       f"127.0.0.1:{port}", "--protocol", protocol, "--json"])
+    answers = {a["id"]: a for a in json.loads(out.getvalue())}
+    assert status == 1, answers
+    assert sorted(answers) == ["a", "b", "c", "d", "e", "f"]
+    assert all("top_k" in answers[u] and answers[u]["top_k"][0]["label"] in LABELS for u in "acf"), answers
+    assert answers["b"]["error"].startswith("not a JPEG, PNG, GIF or BMP picture")
+    assert "is not a file in Images/" in answers["d"]["error"] and "is not a file in Images/" in answers["e"]["error"]
+    assert answers["b"]["row"] == 3
+
+
 def test_a_new_version_is_picked_up_while_clients_loop_and_no_request_fails(served, pictures):
     """Last: it pushes version 2."""
     root, models, server = served

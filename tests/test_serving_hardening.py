@@ -243,7 +243,7 @@ def test_a_bad_request_in_a_merged_batch_fails_alone(served, pictures, reference
     for i in range(6):
         if i % 2:
             assert isinstance(results[i], client_lib.InvalidRequestError)
-            assert "instance 2 of 2 ('images'): not a picture" in results[i].message
+            assert "instance 2 of 2 ('images'): not a JPEG, PNG, GIF or BMP picture" in results[i].message
         else:
             np.testing.assert_allclose(results[i], reference([pictures[i]], ["steel watch"]), atol=1e-5)
 
@@ -417,7 +417,8 @@ def test_a_client_that_declares_a_body_and_sends_nothing_is_dropped(served, pict
 
 def test_undecodable_pictures_are_named_without_a_tensorflow_trace(served, pictures):
     """B4: REST 400 / gRPC INVALID_ARGUMENT naming the instance and the input."""
-    expected = "instance 2 of 3 ('images'): not a picture the model can decode (JPEG, PNG, GIF or BMP)"
+    expected = ("instance 2 of 3 ('images'): not a JPEG, PNG, GIF or BMP picture"
+                " (its first bytes are not one of their signatures)")  # the model's own words
     body = {"inputs": {"images": [_b64(pictures[0]), _b64(b"plain text"), _b64(pictures[1])], "text": [""]}}
     status, answer = _http(served, "POST", f"/v1/models/{NAME}:predict", body)
     assert status == 400 and answer["error"] == expected, answer
@@ -427,7 +428,7 @@ def test_undecodable_pictures_are_named_without_a_tensorflow_trace(served, pictu
     assert caught.value.code == "INVALID_ARGUMENT" and caught.value.message == expected
     status, answer = _http(served, "POST", f"/v1/models/{NAME}:predict",
                            {"inputs": {"images": [_b64(b"x"), _b64(pictures[0]), _b64(b"y")]}})
-    assert answer["error"].startswith("instance 1 of 3 ('images'): not a picture") and "also instance(s) 3" in answer["error"]
+    assert answer["error"].startswith("instance 1 of 3 ('images'): not a JPEG, PNG, GIF or BMP picture") and "also instance(s) 3" in answer["error"]
     for message in (answer["error"], caught.value.message):
         assert "Graph execution" not in message and "node" not in message and "Op:" not in message
 

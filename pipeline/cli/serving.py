@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from typing import List
 
@@ -88,6 +89,30 @@ def _catalogue_requests(args: argparse.Namespace) -> List[dict]:
     return rows
 
 
+def _predict_rows(client, rows: List[dict], with_text: bool, top_k: int) -> None:
+    """Sets ``top_k`` (or ``error``) on each row. One request for all of them; when the server refuses it
+    for one bad picture, each row is asked alone, so the bad ones get their reason and the others an
+    answer. Raises the client's error when the server cannot answer at all."""
+    from placedemarche.serving import client as client_lib
+
+    def ask(part: List[dict]) -> None:
+        texts = [r.get("text") or "" for r in part] if with_text else None
+        result = client.predict([r["bytes"] for r in part], texts=texts)
+        for r, ranked in zip(part, result.top_k(top_k)):
+            r["top_k"] = [{"label": l, "probability": round(q, 6)} for l, q in ranked]
+
+    if not rows:
+        return
+    try:
+        ask(rows)
+    except client_lib.InvalidRequestError:
+        for r in rows:
+            try:
+                ask([r])
+            except client_lib.InvalidRequestError as e:  # "instance 1 of 1 ('images'): why" → why
+                r["error"] = re.sub(r"^instance 1 of 1(?: \('[^']*'\))?: ", "", e.message)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from placedemarche.serving import client as client_lib
 
@@ -111,22 +136,22 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                                      label=args.label, timeout_s=args.timeout)
     client = client_lib.make_client(args.protocol, config)
     answerable = [r for r in requests if "bytes" in r]
-    texts = None
-    if any(r.get("text") is not None for r in answerable):
-        texts = [r.get("text") or "" for r in answerable]
+    with_text = any(r.get("text") is not None for r in answerable)
     try:
-        result = client.predict([r["bytes"] for r in answerable], texts=texts) if answerable else None
-    except client_lib.ServingClientError as e:
+        if with_text and "text" not in client.input_names():
+            logger.warning("the served model reads no text (its inputs: pictures only): the text is not sent")
+            with_text = False
+        _predict_rows(client, answerable, with_text, args.top_k)
+    except client_lib.ServingClientError as e:  # the server or model is unavailable: nothing can be answered
         print(f"placedemarche predict: error: {e}", file=sys.stderr)
         return common.EXIT_FAILED
-    ranked = iter(result.top_k(args.top_k) if result else [])
     out = []
     for r in requests:
         entry = {k: r[k] for k in ("id", "image") if k in r}
         if "row" in r:
             entry["row"] = r["row"]
-        if "bytes" in r:
-            entry["top_k"] = [{"label": l, "probability": round(q, 6)} for l, q in next(ranked)]
+        if "top_k" in r:
+            entry["top_k"] = r["top_k"]
         else:
             entry["error"] = r["error"]
         out.append(entry)
