@@ -288,6 +288,20 @@ class ExplainConfig:
 
 
 @dataclass(frozen=True)
+class CategorizeConfig:
+    """Categorising a catalogue with a pushed model (``placedemarche categorize``)."""
+
+    flag_threshold: float = _field(
+        0.9, "A seller category is flagged seller_category_suspect when the model gives another category at "
+        "least this probability", min=0.0, max=1.0)
+    review_threshold: float = _field(
+        0.6, "Listings whose top probability is below this go to the review queue (suspects always do)",
+        min=0.0, max=1.0)
+    batch_size: int = _field(32, "Listings per model call", min=1, max=4096)
+    workers: int = _field(2, "Threads reading and preparing pictures ahead of the model", min=1, max=64)
+
+
+@dataclass(frozen=True)
 class RunnerConfig:
     """Where and how the pipeline runs: Beam, and Kubeflow Pipelines when compiled for a cluster."""
 
@@ -339,6 +353,7 @@ class PipelineConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    categorize: CategorizeConfig = field(default_factory=CategorizeConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
 
     def candidate(self, name: str) -> CandidateConfig:

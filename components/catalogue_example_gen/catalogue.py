@@ -114,6 +114,7 @@ def read_catalogue(
     text: str,
     columns: Columns = Columns(),
     label_depth: int = 1,
+    require_category: bool = True,
 ) -> Tuple[List[CatalogueRow], List[QuarantineEntry], int]:
     """Parses the CSV text and applies the checks that need no picture.
 
@@ -121,6 +122,9 @@ def read_catalogue(
       text: the CSV file's content (UTF-8 decoded, header first).
       columns: which columns hold the id, image name and category tree.
       label_depth: which level of the category tree is the label (1-based).
+      require_category: False for listings to categorise: the category column may be absent and a
+        row without a category is kept with ``label`` and ``category_path`` empty (a category that
+        is present is still checked).
 
     Returns:
       ``(rows, quarantined, total)``: the rows to look at further, the refused ones and the number
@@ -139,7 +143,8 @@ def read_catalogue(
     header = [h.strip() for h in header]
     if header and header[0].startswith("\ufeff"):
         header[0] = header[0][1:]
-    missing = [c for c in (columns.id, columns.image, columns.category) if c not in header]
+    required = (columns.id, columns.image, columns.category) if require_category else (columns.id, columns.image)
+    missing = [c for c in required if c not in header]
     if missing:
         raise ValueError(
             f"the CSV header lacks the column(s) {', '.join(repr(m) for m in missing)}; it has: "
@@ -179,7 +184,14 @@ def read_catalogue(
             refuse("duplicate_id", f"same {columns.id} as row {seen[uniq_id]}")
             continue
         seen[uniq_id] = line_number
-        levels = parse_category(values[columns.category])
+        levels = parse_category(values.get(columns.category, ""))
+        if not levels and not require_category:
+            if not image:
+                refuse("missing_image_name", f"column '{columns.image}' is empty")
+                continue
+            others = {k: v for k, v in values.items() if k not in (columns.id, columns.image, columns.category)}
+            rows.append(CatalogueRow(line_number, uniq_id, image, "", "", others))
+            continue
         if not levels:
             refuse("missing_category", f"column '{columns.category}' is empty")
             continue

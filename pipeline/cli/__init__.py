@@ -1,6 +1,6 @@
 """The ``placedemarche`` command line, one module per command group.
 
-Each group module (``data``, ``run``, ``review``, ``explain``, ``serving``) registers its
+Each group module (``data``, ``run``, ``review``, ``explain``, ``serving``, ``categorize``) registers its
 subcommands' parsers and handlers; each handler is a thin layer over a library function. Errors a
 user can fix (bad config, bad paths) are printed as one ``error:`` line and exit with status 2,
 without a traceback.
@@ -14,10 +14,10 @@ import sys
 from typing import Optional, Sequence
 
 from placedemarche.pipeline import config as config_lib
-from placedemarche.pipeline.cli import common, data, explain, review, run, serving
+from placedemarche.pipeline.cli import categorize, common, data, explain, review, run, serving
 from placedemarche.pipeline.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UserError
 
-GROUPS = (data, run, review, explain, serving)
+GROUPS = (data, run, review, explain, serving, categorize)
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UserError", "build_parser", "main"]
 
 

@@ -1,0 +1,1 @@
+"""Categorising a catalogue with a pushed model: predictions, suspicious seller categories, a review queue."""
