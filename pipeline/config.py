@@ -111,6 +111,9 @@ class DataConfig:
     max_quarantine_fraction: float = _field(
         0.05, "The run fails when more than this share of rows is quarantined", min=0.0, max=1.0
     )
+    reviews: Tuple[str, ...] = _field(
+        (), "Filled review queues (review_queue.csv of 'placedemarche categorize') whose reviewed_category "
+        "becomes the label: a review overrides the seller's category (--reviews FILE)")
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,7 @@ def ingestion_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
         quarantined_by_reason=summary["quarantined_by_reason"],
         examples_without_text=summary.get("examples_without_text", {}),
         notices=summary["notices"],
+        reviews=summary.get("reviews"),
         artifacts={"examples": example_gen.outputs["examples"][0], "quarantine": quarantine_uri},
     )
     validator = outputs.latest_node_run(store, config.name, pipeline_lib.EXAMPLE_VALIDATOR)

@@ -28,6 +28,7 @@ from tfx.dsl.components.base import base_node
 from placedemarche.components.backbone_features.component import BackboneFeatures
 from placedemarche.components.candidate_evaluator.component import CandidateEvaluator
 from placedemarche.components.catalogue_example_gen.component import CatalogueExampleGen, fingerprint
+from placedemarche.components.categorizer import reviews as reviews_lib
 from placedemarche.components.data_gate.component import DataValidationGate
 from placedemarche.components.infra_validator.component import LocalInfraValidator
 from placedemarche.components.model_gate import tfma_eval
@@ -318,6 +319,8 @@ def _ingestion(config: PipelineConfig, data_dir_parameter=None):
         # offline; there Kubeflow's own cache keys on the parameters.
         input_fingerprint=(fingerprint(data.data_dir, data.csv_file, data.images_dir)
                            if isinstance(data.data_dir, str) and "://" not in data.data_dir else ""),
+        # Read now: the reviews themselves (and each file's digest) are recorded with the run.
+        reviews=reviews_lib.to_property(reviews_lib.load(data.reviews)) if data.reviews else None,
     ).with_id(EXAMPLE_GEN)
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"]

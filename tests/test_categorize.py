@@ -256,3 +256,94 @@ def test_read_listings_keeps_rows_without_a_category():
     assert total == 3
     assert [(x.uniq_id, x.seller_category) for x in listings] == [("a", "Watches"), ("b", "")]
     assert [(r.uniq_id, r.row, r.reason) for r in rejected] == [("c", 4, "missing_image_name")]
+
+
+# --- reviews: a filled queue labels the next ingestion ------------------------------------------------
+
+from placedemarche.components.categorizer import reviews as reviews_lib  # noqa: E402
+
+
+def _queue(path: Path, rows):
+    columns = ["uniq_id", "why", C.REVIEWED_CATEGORY]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        for uid, category in rows:
+            writer.writerow({"uniq_id": uid, "why": C.LOW_CONFIDENCE, C.REVIEWED_CATEGORY: category})
+    return str(path)
+
+
+def test_reviews_are_read_with_their_conflicts(tmp_path):
+    first = _queue(tmp_path / "a.csv", [("p1", "Watches"), ("p2", ""), ("p3", "Baby Care"), ("p4", "Bad\tname"),
+                                         ("p5", "Watches"), ("p5", "Watches")])
+    second = _queue(tmp_path / "b.csv", [("p3", "Computers"), ("p6", "Kitchen & Dining")])
+    loaded = reviews_lib.load([first, second])
+    assert loaded["reviewed"] == {"p1": "Watches", "p5": "Watches", "p6": "Kitchen & Dining"}
+    assert loaded["unreviewed"] == 1
+    assert [(c["uniq_id"], c["kind"]) for c in loaded["conflicts"]] == [("p4", "bad_category"),
+                                                                        ("p3", "conflicting_reviews")]
+    assert loaded["conflicts"][1]["where"].endswith("b.csv:2")
+    assert [f["reviewed_rows"] for f in loaded["files"]] == [5, 2] and len(loaded["files"][0]["sha256"]) == 64
+
+    rows = [catalogue.CatalogueRow(2, "p1", "1.jpg", "Baby Care", "Baby Care"),  # overridden
+            catalogue.CatalogueRow(3, "p5", "5.jpg", "Watches", "Watches"),  # confirmed
+            catalogue.CatalogueRow(4, "p6", "6.jpg", "", ""),  # labelled... but no row is Kitchen & Dining
+            catalogue.CatalogueRow(5, "p7", "7.jpg", "", "")]  # no category, no review: left unlabelled
+    labelled, done = reviews_lib.apply(rows, loaded)
+    assert [r.label for r in labelled] == ["Watches", "Watches", "", ""]
+    assert (done["applied"], done["overrode_seller"], done["confirmed_seller"]) == (2, 1, 1)
+    assert [(c["uniq_id"], c["kind"]) for c in done["conflicts"][2:]] == [("p6", "unknown_category")]
+
+    with pytest.raises(reviews_lib.ReviewsError, match="has no column"):
+        reviews_lib.load([str(_write(tmp_path / "c.csv", "uniq_id,category\na,b\n"))])
+    with pytest.raises(reviews_lib.ReviewsError, match="cannot be read"):
+        reviews_lib.load([str(tmp_path / "absent.csv")])
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_filled_queue_changes_the_labels_of_the_next_ingestion(catalogue_dir, served_models, tmp_path):
+    """categorize → a reviewer fills the queue → ingest --reviews: the reviewed labels are in the
+    examples, the report counts them and lists conflicts, the metadata store records the file."""
+    import tensorflow as tf
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    manifest = json.loads((catalogue_dir / sample_data.MANIFEST_NAME).read_text())
+    rows = _read(catalogue_dir / sample_data.CSV_NAME)
+    empty = next(d for d in manifest["defects"] if d["kind"] == "empty_category")["uniq_id"]
+    watch = next(r["uniq_id"] for r in rows if r["product_category_tree"].startswith('["Watches'))
+    queue = _queue(tmp_path / "queue.csv", [(watch, "Computers"), (empty, "Baby Care"), ("no-such-id", "Watches"),
+                                            (rows[0]["uniq_id"], "")])
+    status, stdout, stderr = _cli("ingest", "--data", str(catalogue_dir), "--output", str(tmp_path / "run"),
+                                  "--reviews", queue, "--json", "--set", "data.max_quarantine_fraction=0.5")
+    report = json.loads(stdout)
+    assert report["failure"] is None, report["failure"]
+    reviews = report["reviews"]
+    assert (reviews["reviewed"], reviews["applied"], reviews["overrode_seller"],
+            reviews["labelled_without_category"], reviews["unreviewed"]) == (3, 2, 1, 1, 1)
+    assert [(c["uniq_id"], c["kind"]) for c in reviews["conflicts"]] == [("no-such-id", "unknown_id")]
+    assert any("no-such-id" in n for n in report["notices"])
+    assert empty not in {q["uniq_id"] for q in report["quarantined"]}  # labelled by its review, not quarantined
+
+    labels = {}
+    for path in tf.io.gfile.glob(report["artifacts"]["examples"] + "/Split-*/*.gz"):
+        for record in tf.data.TFRecordDataset(path, compression_type="GZIP"):
+            example = tf.train.Example.FromString(record.numpy())
+            f = example.features.feature
+            labels[f["uniq_id"].bytes_list.value[0].decode()] = f["label"].bytes_list.value[0].decode()
+    assert labels[watch] == "Computers" and labels[empty] == "Baby Care"
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(tmp_path / "run" / "metadata.sqlite")
+    store = metadata_store.MetadataStore(config)
+    recorded = [e.custom_properties["reviews"].string_value for e in store.get_executions()
+                if "reviews" in e.custom_properties]
+    assert recorded and json.loads(recorded[-1])["files"][0]["path"] == queue
+
+    status, _, err = _cli("ingest", "--data", str(catalogue_dir), "--output", str(tmp_path / "run2"),
+                          "--reviews", str(tmp_path / "absent.csv"))
+    assert status == 2 and "cannot be read" in err

@@ -42,6 +42,8 @@ class CatalogueExampleGenSpec(ComponentSpec):
         "max_quarantine_fraction": ExecutionParameter(type=float),
         # Changes when the catalogue's files change, so TFX's cache is not stale (see fingerprint()).
         "input_fingerprint": ExecutionParameter(type=str, optional=True),
+        # Reviewed categories to apply (categorizer.reviews.load, as JSON): recorded with the run.
+        "reviews": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {}
     OUTPUTS = {
@@ -75,6 +77,7 @@ class CatalogueExampleGen(base_beam_component.BaseBeamComponent):
         split_salt: str = "placedemarche",
         max_quarantine_fraction: float = 0.05,
         input_fingerprint: Optional[str] = None,
+        reviews: Optional[str] = None,
     ):
         """See ``pipeline.config.DataConfig`` for the meaning of each argument."""
         spec = CatalogueExampleGenSpec(
@@ -93,6 +96,7 @@ class CatalogueExampleGen(base_beam_component.BaseBeamComponent):
             split_salt=split_salt,
             max_quarantine_fraction=max_quarantine_fraction,
             input_fingerprint=input_fingerprint or "",
+            reviews=reviews or "",
             examples=types.Channel(type=standard_artifacts.Examples),
             quarantine=types.Channel(type=artifacts.QuarantineReport),
         )

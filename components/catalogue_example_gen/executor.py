@@ -17,10 +17,14 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
 from placedemarche.components.catalogue_example_gen import artifacts, catalogue, transform
+from placedemarche.components.categorizer import reviews as reviews_lib
 from placedemarche.components.catalogue_example_gen.constants import EXAMPLES_KEY, QUARANTINE_KEY  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
+
+
+MAX_CONFLICT_NOTICES = 20  # reviews not applied, listed one by one in the notices (all are in the summary)
 
 
 class QuarantineLimitExceeded(RuntimeError):
@@ -90,9 +94,21 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         )
         max_fraction = float(p["max_quarantine_fraction"])
 
+        reviews = json.loads(p["reviews"]) if p.get("reviews") else None
         rows, early_quarantine, total = catalogue.read_catalogue(
-            _read_text(csv_path), columns, int(p["label_depth"])
+            _read_text(csv_path), columns, int(p["label_depth"]), require_category=reviews is None
         )
+        reviews_applied = None
+        if reviews is not None:  # reviewed categories override the sellers' and label rows that had none
+            rows, reviews_applied = reviews_lib.apply(rows, reviews)
+            early_quarantine += [
+                catalogue.QuarantineEntry(r.row, r.uniq_id, r.image, "missing_category",
+                                          f"column '{columns.category}' is empty and no review gives a category")
+                for r in rows if not r.label]
+            rows = [r for r in rows if r.label]
+            logger.info("reviews: %d applied (%d overrode the seller's category, %d labelled rows without one), "
+                        "%d conflicts", reviews_applied["applied"], reviews_applied["overrode_seller"],
+                        reviews_applied["labelled_without_category"], len(reviews_applied["conflicts"]))
         logger.info("%s: %d rows, %d refused by the CSV checks", csv_path, total, len(early_quarantine))
         if total == 0:
             raise ValueError(f"catalogue '{csv_path}' has a header but no rows")
@@ -131,6 +147,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         summary = summarise(total, counts, quarantined, csv_path)
         missing = dict(_collect_json_lines(os.path.join(scratch, "missing_text*")))
         summary["examples_without_text"] = {c: missing.get(c, 0) for c in (*transform.TEXT_COLUMNS, "no_text")}
+        if reviews_applied is not None:
+            summary["reviews"] = reviews_applied
+            conflicts = reviews_applied["conflicts"]
+            summary["notices"].extend(
+                f"review of '{c['uniq_id']}' ({c['where'] or 'reviews'}) not applied: {c['kind']}: {c['detail']}"
+                for c in conflicts[:MAX_CONFLICT_NOTICES])
+            if len(conflicts) > MAX_CONFLICT_NOTICES:
+                summary["notices"].append(f"... and {len(conflicts) - MAX_CONFLICT_NOTICES} more reviews not applied "
+                                          f"(all listed under 'reviews' in {artifacts.SUMMARY_FILE})")
         _write_json(os.path.join(report.uri, artifacts.QUARANTINE_FILE), [e.to_dict() for e in quarantined])
         _write_json(os.path.join(report.uri, artifacts.SUMMARY_FILE), summary)
 

@@ -48,6 +48,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", required=True, metavar="RUN_DIR", help="run folder (created; reused for caching)"
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--reviews", metavar="FILE", action="append", default=[],
+        help="a filled review queue (review_queue.csv of 'categorize', its reviewed_category column filled): "
+             "reviewed categories become labels, overriding the seller's (repeatable; data.reviews)")
     add_config_arguments(parser)
 
 
@@ -58,6 +62,15 @@ def config_with_data(args: argparse.Namespace) -> config_lib.PipelineConfig:
         if "://" not in data_dir and not os.path.isdir(data_dir):
             raise UserError(f"--data '{args.data}' is not a folder (it must hold the CSV and Images/)")
         cfg = cfg.replace(**{"data.data_dir": data_dir})
+    if getattr(args, "reviews", None):
+        cfg = cfg.replace(**{"data.reviews": tuple(cfg.data.reviews) + tuple(os.path.abspath(r) for r in args.reviews)})
+    if cfg.data.reviews:
+        from placedemarche.components.categorizer import reviews as reviews_lib
+
+        try:
+            reviews_lib.load(cfg.data.reviews)  # read again when the pipeline is built; errors shown here first
+        except reviews_lib.ReviewsError as e:
+            raise UserError(str(e)) from e
     return cfg
 
 

@@ -69,6 +69,14 @@ def _print_ingestion(report: dict) -> None:
         if without:
             print("kept without text (the models answer from the picture): "
                   + ", ".join(f"{n} {'with neither' if c == 'no_text' else 'without ' + c}" for c, n in without.items()))
+        reviews = report.get("reviews")
+        if reviews:
+            print(f"\nreviews: {reviews['applied']} of {reviews['reviewed']} reviewed listings applied "
+                  f"({reviews['overrode_seller']} overrode the seller's category, {reviews['confirmed_seller']} "
+                  f"confirmed it, {reviews['labelled_without_category']} had none); "
+                  f"{len(reviews['conflicts'])} not applied (see the notices)")
+            for f in reviews["files"]:
+                print(f"  {f['path']} (sha256 {f['sha256'][:12]}, {f['reviewed_rows']} reviewed rows)")
         quarantined = report["quarantined"]
         print(f"\nquarantined: {len(quarantined)} of {report['rows']} rows")
         for reason, n in report["quarantined_by_reason"].items():
