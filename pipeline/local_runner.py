@@ -122,7 +122,9 @@ def ingestion_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
         examples_without_text=summary.get("examples_without_text", {}),
         notices=summary["notices"],
         reviews=summary.get("reviews"),
-        artifacts={"examples": example_gen.outputs["examples"][0], "quarantine": quarantine_uri},
+        unlabelled=summary.get("unlabelled", 0),
+        artifacts={"examples": example_gen.outputs["examples"][0], "quarantine": quarantine_uri,
+                   "unlabelled": (example_gen.outputs.get("unlabelled") or [None])[0]},
     )
     validator = outputs.latest_node_run(store, config.name, pipeline_lib.EXAMPLE_VALIDATOR)
     anomalies_uri = _completed_output(validator, "anomalies")
@@ -207,6 +209,7 @@ def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
         "gate": gate,  # the pushed candidate's (else the best one's) comparison with the baseline
         "pushed": pushed,
         "explanations": info.explanations,
+        "categorized": info.categorized,
     }
 
 

@@ -29,6 +29,7 @@ from placedemarche.components.backbone_features.component import BackboneFeature
 from placedemarche.components.candidate_evaluator.component import CandidateEvaluator
 from placedemarche.components.catalogue_example_gen.component import CatalogueExampleGen, fingerprint
 from placedemarche.components.categorizer import reviews as reviews_lib
+from placedemarche.components.categorizer.component import BatchCategorizer
 from placedemarche.components.data_gate.component import DataValidationGate
 from placedemarche.components.infra_validator.component import LocalInfraValidator
 from placedemarche.components.model_gate import tfma_eval
@@ -50,6 +51,7 @@ BASELINE_TRAINER = "BaselineTrainer"
 EVALUATOR = "Evaluator"
 PUSHER = "ServingPusher"
 EXPLAINER = "ShapExplainer"
+CATEGORIZER = "BatchCategorizer"
 FEATURES_PREFIX = "Features_"
 # The TF Serving release matching the TF the models are exported with (TFX InfraValidator option).
 TF_SERVING_TAG = "2.16.1"
@@ -101,7 +103,7 @@ def node_ids(config: PipelineConfig) -> Tuple[str, ...]:
     ids.append(EVALUATOR)
     for name in names:
         ids += candidate_nodes(name)
-    return tuple(ids + [PUSHER, EXPLAINER])
+    return tuple(ids + [PUSHER, CATEGORIZER, EXPLAINER])
 
 
 def _models(config: PipelineConfig) -> List[Tuple[str, ModelConfig]]:
@@ -202,7 +204,13 @@ def create_pipeline(
         images_per_class=explain.images_per_class, masker=explain.masker, max_evals=explain.max_evals,
         batch_size=explain.batch_size, top_k=explain.top_k,
     ).with_id(EXPLAINER)
-    return _pipeline(config.name, pipeline_root, nodes + [pusher, explainer], metadata_connection_config,
+    categorize = config.categorize
+    categorizer = BatchCategorizer(
+        unlabelled=example_gen.outputs["unlabelled"], pushed_model=pusher.outputs["pushed_model"],
+        flag_threshold=categorize.flag_threshold, review_threshold=categorize.review_threshold,
+        batch_size=categorize.batch_size,
+    ).with_id(CATEGORIZER)
+    return _pipeline(config.name, pipeline_root, nodes + [pusher, categorizer, explainer], metadata_connection_config,
                      beam_pipeline_args, enable_cache)
 
 

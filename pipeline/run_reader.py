@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from placedemarche.components.backbone_features import constants as features_constants
+from placedemarche.components.categorizer import constants as categorizer_constants
 from placedemarche.components.infra_validator import constants as infra_constants
 from placedemarche.components.model_gate import constants as gate_constants
 from placedemarche.components.serving_pusher import constants as pusher_constants
@@ -81,6 +82,7 @@ class RunInfo:
     candidates: Dict[str, CandidateRun]
     push: Optional[Dict[str, Any]]  # selection.json plus pushed / version / destination / reason
     explanations: Optional[Dict[str, Any]]
+    categorized: Optional[Dict[str, Any]] = None  # BatchCategorizer's summary.json plus its folder
 
     def node_state(self, node: str) -> str:
         return next((n.state for n in self.nodes if n.node == node), "NOT RUN")
@@ -175,5 +177,12 @@ def read(config: PipelineConfig, run_dir: Path, with_node: Optional[str] = None)
         index = _json(Path(explain_uri, explain_constants.INDEX_FILE)) or {}
         explanations = {"html": str(Path(explain_uri, explain_constants.HTML_FILE)), "folder": explain_uri,
                         "images": len(index.get("images", [])), "candidate": index.get("settings", {}).get("candidate")}
+    categorized = None
+    categorized_uri = _done_output(outputs.latest_node_run(store, config.name, pipeline_lib.CATEGORIZER, run),
+                                   categorizer_constants.CATEGORIZED_KEY)
+    if categorized_uri:
+        categorized = {**(_json(Path(categorized_uri, categorizer_constants.SUMMARY_FILE)) or {}),
+                       "folder": categorized_uri}
     return RunInfo(str(run_dir), config.name, run.name, nodes, features,
-                   _model(store, config, pipeline_lib.BASELINE_TRAINER, run), candidates, push, explanations)
+                   _model(store, config, pipeline_lib.BASELINE_TRAINER, run), candidates, push, explanations,
+                   categorized)

@@ -63,7 +63,7 @@ DEFECTS: Dict[str, str] = {
     "duplicate_id": "duplicate_id",  # a second row with an existing uniq_id
     "duplicate_picture": "duplicate_picture",  # another category's product has the same picture
     "shared_picture": "ok",  # a variant of a product (same category) reusing its picture
-    "empty_category": "missing_category",  # product_category_tree is empty
+    "empty_category": "unlabelled",  # product_category_tree is empty: the unlabelled split, categorised later
     "grayscale": "ok",  # 'L' mode JPEG
     "png_alpha": "ok",  # RGBA PNG with a transparent background
     "cmyk_jpeg": "ok",  # CMYK JPEG

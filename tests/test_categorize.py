@@ -347,3 +347,58 @@ def test_a_filled_queue_changes_the_labels_of_the_next_ingestion(catalogue_dir, 
     status, _, err = _cli("ingest", "--data", str(catalogue_dir), "--output", str(tmp_path / "run2"),
                           "--reviews", str(tmp_path / "absent.csv"))
     assert status == 2 and "cannot be read" in err
+
+
+# --- in the pipeline: BatchCategorizer's executor on fake artifacts ------------------------------------
+
+
+def _pushed_artifact(destination: str = "", reason: str = ""):
+    from tfx.types import standard_artifacts
+
+    pushed = standard_artifacts.PushedModel()
+    pushed.set_int_custom_property("pushed", 1 if destination else 0)
+    if destination:
+        pushed.set_string_custom_property("pushed_destination", destination)
+    else:
+        pushed.set_string_custom_property("reason", reason)
+    return pushed
+
+
+def test_the_pipeline_categorises_the_listings_without_a_category(catalogue_dir, served_models, tmp_path):
+    """Ingestion keeps the row without a category apart (unlabelled split); BatchCategorizer's executor
+    categorises it with the pushed model, and says so, categorising nothing, when nothing was pushed."""
+    from tfx.types import standard_artifacts
+
+    from placedemarche.components.catalogue_example_gen import component as example_gen
+    from placedemarche.components.categorizer import component, executor
+
+    example_gen.run_executor(str(catalogue_dir), str(tmp_path / "ingested"), max_quarantine_fraction=0.5)
+    unlabelled = standard_artifacts.Examples()
+    unlabelled.uri = str(tmp_path / "ingested" / "unlabelled")
+    manifest = json.loads((catalogue_dir / sample_data.MANIFEST_NAME).read_text())
+    empty = next(d for d in manifest["defects"] if d["kind"] == "empty_category")
+    listings = executor.read_unlabelled(unlabelled.uri)
+    assert [(x.uniq_id, x.row, x.image) for x in listings] == [(empty["uniq_id"], empty["row"], empty["image"])]
+
+    def run(pushed):
+        out = component.Categorization()
+        out.uri = str(tmp_path / f"out-{len(list(tmp_path.iterdir()))}")
+        executor.Executor().Do({executor.UNLABELLED_KEY: [unlabelled], executor.PUSHED_KEY: [pushed]},
+                               {executor.CATEGORIZED_KEY: [out]},
+                               {"flag_threshold": 0.9, "review_threshold": 0.6, "batch_size": 8})
+        return out
+
+    out = run(_pushed_artifact(str(served_models / "1")))
+    predictions = _read(Path(out.uri) / C.PREDICTIONS_FILE)
+    assert [p["uniq_id"] for p in predictions] == [empty["uniq_id"]]
+    assert predictions[0]["model_version"] == "1" and predictions[0]["predicted_category"] in LABELS
+    local = lib.LocalModel.load(str(served_models))  # the same answer as the model asked directly
+    expected = local.predict([listings[0].picture], [f"{listings[0].fields['product_name']} "
+                                                      f"{listings[0].fields['description']}".strip()])[0]
+    assert abs(float(predictions[0]["probability"]) - float(expected.max())) <= 1e-5
+    assert out.get_int_custom_property("categorized") == 1
+
+    out = run(_pushed_artifact(reason="no candidate is both blessed and infra-validated"))
+    assert not (Path(out.uri) / C.PREDICTIONS_FILE).exists()
+    assert "nothing was pushed in this run (no candidate is both blessed" in (Path(out.uri) / C.SKIPPED_FILE).read_text()
+    assert out.get_int_custom_property("categorized") == 0

@@ -258,6 +258,7 @@ def test_an_unreachable_threshold_re_evaluates_without_retraining(root, cached):
     assert failed == ["improvement_over_baseline", "tfma_evaluator"]
     assert report["pushed"]["reason"].startswith("no candidate is both blessed and infra-validated")
     assert push_lib.versions(str(root / "run" / "serving" / "product_category")) == before
+    assert report["categorized"]["skipped"].startswith("nothing was pushed in this run")  # says so, categorises nothing
 
 
 def test_review_without_a_run_says_what_to_do(tmp_path, capsys):

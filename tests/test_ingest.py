@@ -31,10 +31,11 @@ def _ingest(capsys, data_dir, run_dir, *extra):
     return status, json.loads(captured.out), captured.err
 
 
-def read_examples(examples_uri):
+def read_examples(examples_uri, splits=None):
     """{split: [parsed tf.Example feature dicts]} from the GZIP TFRecords of an Examples artifact."""
     out = {}
-    for split in catalogue.SPLITS:
+    splits = splits or catalogue.SPLITS
+    for split in splits:
         files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*.gz")))
         assert files, f"no TFRecord files for split {split}"
         out[split] = []
@@ -69,13 +70,19 @@ def test_every_defect_gets_its_outcome(defect_sample, ingested):
         if defect["expected"] == "ok":
             assert key not in refused, defect
             assert ids[defect["uniq_id"]] == 1, defect
+        elif defect["expected"] == "unlabelled":  # kept for categorising, not quarantined, not trained on
+            assert key not in refused and ids[defect["uniq_id"]] == 0, defect
+            unlabelled = read_examples(report["artifacts"]["unlabelled"], ["unlabelled"])["unlabelled"]
+            assert [_text(e["uniq_id"]) for e in unlabelled] == [defect["uniq_id"]]
+            assert "label" not in unlabelled[0] and unlabelled[0]["image_bytes"].bytes_list.value[0]
+            assert report["unlabelled"] == 1
         else:
             assert refused[key]["reason"] == defect["expected"], defect
             assert refused[key]["image"] == defect["image"]
             assert refused[key]["detail"]
-    assert len(refused) == sum(d["expected"] != "ok" for d in manifest["defects"])
+    assert len(refused) == sum(d["expected"] not in ("ok", "unlabelled") for d in manifest["defects"])
     assert report["quarantined_by_reason"] == dict(
-        collections.Counter(d["expected"] for d in manifest["defects"] if d["expected"] != "ok")
+        collections.Counter(d["expected"] for d in manifest["defects"] if d["expected"] not in ("ok", "unlabelled"))
     )
 
 
@@ -84,7 +91,7 @@ def test_examples_hold_the_rows_values(defect_sample, ingested):
     frame = pd.read_csv(defect_sample / sample_data.CSV_NAME).set_index("uniq_id", drop=False)
     frame = frame[~frame.index.duplicated()]  # the duplicate-id row is refused; the first stays
     examples = read_examples(report["artifacts"]["examples"])
-    assert sum(len(v) for v in examples.values()) == report["rows"] - len(report["quarantined"]) == 46
+    assert sum(len(v) for v in examples.values()) == report["rows"] - len(report["quarantined"]) - report["unlabelled"] == 46
     for split, rows in examples.items():
         for e in rows:
             uniq_id = _text(e["uniq_id"])
@@ -136,7 +143,7 @@ def test_second_run_is_served_from_cache(defect_sample, ingested, capsys):
 def test_quarantine_limit_fails_the_run_naming_the_reasons(defect_sample, tmp_path, capsys):
     status, report, err = _ingest(capsys, defect_sample, tmp_path / "run")
     assert status == 1
-    assert "7 of 53 rows (13.2%) were quarantined, above the 5.0% limit" in report["failure"]
+    assert "6 of 53 rows (11.3%) were quarantined, above the 5.0% limit" in report["failure"]
     assert "top reasons: " in report["failure"] and "quarantine.json" in report["failure"]
     assert report["examples"] is None  # ExampleGen published nothing
 
@@ -166,7 +173,8 @@ def test_human_report_lists_splits_quarantine_and_anomalies(defect_sample, inges
     assert main(["-q", "ingest", "--data", str(defect_sample), "--output", str(run_dir), *LENIENT]) == 0
     out = capsys.readouterr().out
     assert "examples per split and label:" in out
-    assert "quarantined: 7 of 53 rows" in out
+    assert "quarantined: 6 of 53 rows" in out
+    assert "unlabelled: 1 listing without a category" in out
     assert "missing_image: 1" in out
     assert "anomalies: none" in out
 

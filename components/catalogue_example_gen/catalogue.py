@@ -115,6 +115,7 @@ def read_catalogue(
     columns: Columns = Columns(),
     label_depth: int = 1,
     require_category: bool = True,
+    keep_unlabelled: bool = False,
 ) -> Tuple[List[CatalogueRow], List[QuarantineEntry], int]:
     """Parses the CSV text and applies the checks that need no picture.
 
@@ -122,9 +123,11 @@ def read_catalogue(
       text: the CSV file's content (UTF-8 decoded, header first).
       columns: which columns hold the id, image name and category tree.
       label_depth: which level of the category tree is the label (1-based).
-      require_category: False for listings to categorise: the category column may be absent and a
-        row without a category is kept with ``label`` and ``category_path`` empty (a category that
-        is present is still checked).
+      require_category: False for listings to categorise: the category column may be absent (rows
+        without a category are then kept, as with ``keep_unlabelled``).
+      keep_unlabelled: a row whose category is empty is kept with ``label`` and ``category_path``
+        empty (ingestion's unlabelled split) instead of being quarantined as ``missing_category``;
+        a category that is present is still checked.
 
     Returns:
       ``(rows, quarantined, total)``: the rows to look at further, the refused ones and the number
@@ -185,7 +188,7 @@ def read_catalogue(
             continue
         seen[uniq_id] = line_number
         levels = parse_category(values.get(columns.category, ""))
-        if not levels and not require_category:
+        if not levels and (keep_unlabelled or not require_category):
             if not image:
                 refuse("missing_image_name", f"column '{columns.image}' is empty")
                 continue

@@ -1,9 +1,11 @@
 """CatalogueExampleGen: a TFX component that turns a product catalogue into split TFRecords.
 
 Inputs: none (the catalogue is named by parameters). Outputs: ``examples`` (standard ``Examples``,
-splits train / eval / test, GZIP TFRecords of ``tf.Example``) and ``quarantine`` (a
-``QuarantineReport``). See ``transform`` for the stages and ``catalogue.REASONS`` for every
-quarantine reason.
+splits train / eval / test, GZIP TFRecords of ``tf.Example``), ``quarantine`` (a
+``QuarantineReport``) and ``unlabelled`` (``Examples`` with one split, ``unlabelled``: the rows
+without a category, no label, for the BatchCategorizer). See ``transform`` for the stages and
+``catalogue.REASONS`` for every quarantine reason. ``reviews`` (reviewed categories, see
+``categorizer.reviews``) relabel rows before anything else.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class CatalogueExampleGenSpec(ComponentSpec):
     OUTPUTS = {
         executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
         executor.QUARANTINE_KEY: ChannelParameter(type=artifacts.QuarantineReport),
+        executor.UNLABELLED_KEY: ChannelParameter(type=standard_artifacts.Examples),
     }
 
 
@@ -99,6 +102,7 @@ class CatalogueExampleGen(base_beam_component.BaseBeamComponent):
             reviews=reviews or "",
             examples=types.Channel(type=standard_artifacts.Examples),
             quarantine=types.Channel(type=artifacts.QuarantineReport),
+            unlabelled=types.Channel(type=standard_artifacts.Examples),
         )
         super().__init__(spec=spec)
 
@@ -129,9 +133,12 @@ def run_executor(data_dir: str, out_dir: str, **parameters) -> Tuple[str, str]:
 
     examples = standard_artifacts.Examples()
     examples.uri = os.path.join(out_dir, "examples")
+    unlabelled = standard_artifacts.Examples()
+    unlabelled.uri = os.path.join(out_dir, "unlabelled")
     report = artifacts.QuarantineReport()
     report.uri = os.path.join(out_dir, "quarantine")
     os.makedirs(report.uri, exist_ok=True)
     props = dict(CatalogueExampleGen(data_dir=data_dir, **parameters).exec_properties)
-    executor.Executor().Do({}, {executor.EXAMPLES_KEY: [examples], executor.QUARANTINE_KEY: [report]}, props)
+    executor.Executor().Do({}, {executor.EXAMPLES_KEY: [examples], executor.QUARANTINE_KEY: [report],
+                                executor.UNLABELLED_KEY: [unlabelled]}, props)
     return examples.uri, report.uri

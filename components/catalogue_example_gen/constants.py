@@ -2,6 +2,8 @@
 
 EXAMPLES_KEY = "examples"
 QUARANTINE_KEY = "quarantine"
+UNLABELLED_KEY = "unlabelled"  # Examples of the rows without a category (one split, below)
+UNLABELLED_SPLIT = "unlabelled"
 QUARANTINE_FILE = "quarantine.json"  # list of {row, uniq_id, image, reason, detail}
 SUMMARY_FILE = "summary.json"  # rows read, examples per split and label, quarantine by reason, text counts
 QUARANTINE_TYPE_NAME = "placedemarche.QuarantineReport"

@@ -18,7 +18,8 @@ from tfx.types import artifact_utils
 
 from placedemarche.components.catalogue_example_gen import artifacts, catalogue, transform
 from placedemarche.components.categorizer import reviews as reviews_lib
-from placedemarche.components.catalogue_example_gen.constants import EXAMPLES_KEY, QUARANTINE_KEY  # noqa: F401 (re-exported)
+from placedemarche.components.catalogue_example_gen.constants import (  # noqa: F401 (re-exported)
+    EXAMPLES_KEY, QUARANTINE_KEY, UNLABELLED_KEY, UNLABELLED_SPLIT)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     ) -> None:
         examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
         report = artifact_utils.get_single_instance(output_dict[QUARANTINE_KEY])
+        unlabelled = (artifact_utils.get_single_instance(output_dict[UNLABELLED_KEY])
+                      if output_dict.get(UNLABELLED_KEY) else None)
         p = exec_properties
         data_dir = p["data_dir"]
         csv_path = find_csv(data_dir, p.get("csv_file") or "")
@@ -95,17 +98,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         max_fraction = float(p["max_quarantine_fraction"])
 
         reviews = json.loads(p["reviews"]) if p.get("reviews") else None
+        # Rows without a category are kept: they become the unlabelled split (for categorising).
         rows, early_quarantine, total = catalogue.read_catalogue(
-            _read_text(csv_path), columns, int(p["label_depth"]), require_category=reviews is None
+            _read_text(csv_path), columns, int(p["label_depth"]), keep_unlabelled=True
         )
         reviews_applied = None
         if reviews is not None:  # reviewed categories override the sellers' and label rows that had none
             rows, reviews_applied = reviews_lib.apply(rows, reviews)
-            early_quarantine += [
-                catalogue.QuarantineEntry(r.row, r.uniq_id, r.image, "missing_category",
-                                          f"column '{columns.category}' is empty and no review gives a category")
-                for r in rows if not r.label]
-            rows = [r for r in rows if r.label]
             logger.info("reviews: %d applied (%d overrode the seller's category, %d labelled rows without one), "
                         "%d conflicts", reviews_applied["applied"], reviews_applied["overrode_seller"],
                         reviews_applied["labelled_without_category"], len(reviews_applied["conflicts"]))
@@ -123,6 +122,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             for split in catalogue.SPLITS:
                 _ = out[split] | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
                     os.path.join(examples.uri, f"Split-{split}", "data_tfrecord"),
+                    file_name_suffix=".gz",
+                )
+            if unlabelled is not None:
+                _ = out[transform.UNLABELLED] | "WriteUnlabelled" >> beam.io.WriteToTFRecord(
+                    os.path.join(unlabelled.uri, f"Split-{UNLABELLED_SPLIT}", "data_tfrecord"),
                     file_name_suffix=".gz",
                 )
             _ = (
@@ -166,6 +170,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples.set_string_custom_property("payload_format", "FORMAT_TF_EXAMPLE")
         examples.set_string_custom_property("file_format", "tfrecords_gzip")
         examples.set_string_custom_property("input_fingerprint", p.get("input_fingerprint") or "")
+        if unlabelled is not None:
+            unlabelled.split_names = artifact_utils.encode_split_names([UNLABELLED_SPLIT])
+            unlabelled.span, unlabelled.version = 0, 0
+            unlabelled.set_string_custom_property("payload_format", "FORMAT_TF_EXAMPLE")
+            unlabelled.set_string_custom_property("file_format", "tfrecords_gzip")
+            unlabelled.set_int_custom_property("listings", summary["unlabelled"])
         for note in summary["notices"]:
             logger.warning("%s", note)
         logger.info(
@@ -189,7 +199,11 @@ def summarise(
     per_split = {s: 0 for s in catalogue.SPLITS}
     per_split_label: Dict[str, Dict[str, int]] = {s: {} for s in catalogue.SPLITS}
     labels: Dict[str, int] = {}
+    unlabelled = 0
     for split, label, n in counts:
+        if split == transform.UNLABELLED:
+            unlabelled += n
+            continue
         per_split[split] += n
         per_split_label[split][label] = n
         labels[label] = labels.get(label, 0) + n
@@ -211,6 +225,7 @@ def summarise(
         "examples": per_split,
         "labels": dict(sorted(labels.items())),
         "examples_per_split_and_label": {s: dict(sorted(v.items())) for s, v in per_split_label.items()},
+        "unlabelled": unlabelled,
         "quarantined": len(quarantined),
         "quarantined_by_reason": dict(sorted(by_reason.items())),
         "notices": notices,

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 QUARANTINE = "quarantine"
 COUNTS = "counts"
+UNLABELLED = "unlabelled"  # listings without a category: examples without a label, for categorising
 MISSING_TEXT = "missing_text"  # (text column, 1) for each example without it
 TEXT_COLUMNS = ("product_name", "description")  # what the text candidates read by default
 
@@ -115,8 +116,6 @@ class _MakeExample(beam.DoFn):
             return
         feature: Dict[str, tf.train.Feature] = {
             IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[picture.jpeg])),
-            LABEL: _bytes(row.label),
-            "category_path": _bytes(row.category_path),
             "uniq_id": _bytes(row.uniq_id),
             "image_file": _bytes(row.image),
             "source_format": _bytes(picture.source_format),
@@ -127,6 +126,14 @@ class _MakeExample(beam.DoFn):
             text = (row.fields.get(name) or "").strip()
             if text:  # absent, not empty, when unknown: TFDV then counts it as missing
                 feature[name] = _bytes(text)
+        if not row.label:  # no category: the unlabelled split, categorised by the pushed model
+            feature["row"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[row.row]))  # its CSV line
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            yield beam.pvalue.TaggedOutput(COUNTS, ((UNLABELLED, ""), 1))
+            yield beam.pvalue.TaggedOutput(UNLABELLED, example.SerializeToString(deterministic=True))
+            return
+        feature[LABEL] = _bytes(row.label)
+        feature["category_path"] = _bytes(row.category_path)
         missing = [c for c in TEXT_COLUMNS if c not in feature]
         for name in missing:  # kept: text is optional (the model answers from the picture)
             yield beam.pvalue.TaggedOutput(MISSING_TEXT, (name, 1))
@@ -145,15 +152,26 @@ class _MakeExample(beam.DoFn):
 class IngestCatalogue(beam.PTransform):
     """``PCollection[CatalogueRow]`` → dict of ``PCollection``s: one of serialized examples per split
     (``train``, ``eval``, ``test``), ``quarantine`` (QuarantineEntry dicts), ``counts``
-    (``((split, label), n)`` summed) and ``missing_text`` (``(column or "no_text", n)``: examples
-    kept without a product name and / or description)."""
+    (``((split, label), n)`` summed; ``(("unlabelled", ""), n)`` for the rows without a category),
+    ``missing_text`` (``(column or "no_text", n)``: examples kept without a product name and / or
+    description) and ``unlabelled`` (serialized examples of the rows without a category: no label, no
+    split; they skip the shared-picture check, which compares categories)."""
 
     def __init__(self, options: IngestOptions, label: Optional[str] = None):
         super().__init__(label)
         self._options = options
 
     def expand(self, rows: beam.PCollection) -> Dict[str, beam.PCollection]:
-        hashed = rows | "HashPictures" >> beam.ParDo(
+        labelled, unlabelled = rows | "SplitOffUnlabelled" >> beam.Partition(lambda row, n: 0 if row.label else 1, 2)
+        # Listings without a category skip the shared-picture check (it compares categories).
+        unlabelled_made = (
+            unlabelled
+            | "ReshuffleUnlabelled" >> beam.Reshuffle()
+            | "NoSplitKey" >> beam.Map(lambda row: (row, ""))
+            | "MakeUnlabelled" >> beam.ParDo(_MakeExample(self._options)).with_outputs(
+                QUARANTINE, COUNTS, UNLABELLED)
+        )
+        hashed = labelled | "HashPictures" >> beam.ParDo(
             _HashPicture(self._options)
         ).with_outputs(QUARANTINE, main="hashed")
         resolved = (
@@ -172,11 +190,14 @@ class IngestCatalogue(beam.PTransform):
             )
         )
         outputs: Dict[str, beam.PCollection] = {s: made[s] for s in catalogue.SPLITS}
+        outputs[UNLABELLED] = unlabelled_made[UNLABELLED]
         outputs[QUARANTINE] = (
             hashed[QUARANTINE],
             resolved[QUARANTINE],
             made[QUARANTINE],
+            unlabelled_made[QUARANTINE],
         ) | "AllQuarantined" >> beam.Flatten()
-        outputs[COUNTS] = made[COUNTS] | "CountPerSplitAndLabel" >> beam.CombinePerKey(sum)
+        outputs[COUNTS] = ((made[COUNTS], unlabelled_made[COUNTS]) | "AllCounts" >> beam.Flatten()
+                           | "CountPerSplitAndLabel" >> beam.CombinePerKey(sum))
         outputs[MISSING_TEXT] = made[MISSING_TEXT] | "CountMissingText" >> beam.CombinePerKey(sum)
         return outputs

@@ -67,6 +67,7 @@ class Listing:
     image: str
     seller_category: str  # "" when the row has none
     fields: Dict[str, str] = field(default_factory=dict)
+    picture: Optional[bytes] = None  # already prepared (ingested examples); None: read ``image`` from the folder
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,8 @@ def _text(listing: Listing, columns: Sequence[str]) -> str:
 
 def _prepare(listing: Listing, options: Options) -> Tuple[Optional[bytes], Optional[Rejection]]:
     """The listing's picture as ingestion stores it (JPEG, longest side ``max_image_side``), or why not."""
+    if listing.picture is not None:
+        return listing.picture, None
     reader = pictures.PictureReader(options.images_dir, options.max_image_bytes)
     try:
         picture = images.normalise_image(reader.read(listing.image), options.max_image_side,

@@ -1,5 +1,12 @@
-"""The categoriser's output files and their columns, in one place (the CLI, the tests and the reviews
-reader use these names)."""
+"""The categoriser's keys, output files and their columns, in one place (the component, the CLI, the
+tests and the reviews reader use these names)."""
+
+# BatchCategorizer's channels and artifact type
+UNLABELLED_KEY = "unlabelled"
+PUSHED_KEY = "pushed_model"
+CATEGORIZED_KEY = "categorized"
+CATEGORIZATION_TYPE_NAME = "placedemarche.Categorization"
+SKIPPED_FILE = "SKIPPED"  # written instead of the CSV files when nothing was pushed
 
 PREDICTIONS_FILE = "predictions.csv"
 REJECTED_FILE = "rejected.csv"

@@ -77,6 +77,10 @@ def _print_ingestion(report: dict) -> None:
                   f"{len(reviews['conflicts'])} not applied (see the notices)")
             for f in reviews["files"]:
                 print(f"  {f['path']} (sha256 {f['sha256'][:12]}, {f['reviewed_rows']} reviewed rows)")
+        if report.get("unlabelled"):
+            n = report["unlabelled"]
+            print(f"\nunlabelled: {n} listing{'s' if n != 1 else ''} without a category, kept apart (not trained on); "
+                  "a run categorises them with the pushed model (BatchCategorizer)")
         quarantined = report["quarantined"]
         print(f"\nquarantined: {len(quarantined)} of {report['rows']} rows")
         for reason, n in report["quarantined_by_reason"].items():

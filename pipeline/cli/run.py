@@ -74,6 +74,14 @@ def _print_run(report: dict) -> None:
         print(f"  why: {pushed['selection']}")
     elif pushed is not None:
         print(f"pushed: nothing ({pushed['reason']})")
+    categorized = report.get("categorized")
+    if categorized:
+        if categorized.get("skipped"):
+            print(f"listings without a category: not categorised: {categorized['skipped']}")
+        else:
+            print(f"listings without a category: {categorized['predicted']} categorised by version "
+                  f"{categorized['model']['version']}, {categorized['rejected']} rejected, "
+                  f"{categorized['review_queue']} to review: {categorized['folder']}")
     if report.get("explanations"):
         e = report["explanations"]
         print(f"explanations: {e['images']} pictures of {e.get('candidate') or 'the candidate'}, {e['html']}")
