@@ -402,3 +402,35 @@ def test_the_pipeline_categorises_the_listings_without_a_category(catalogue_dir,
     assert not (Path(out.uri) / C.PREDICTIONS_FILE).exists()
     assert "nothing was pushed in this run (no candidate is both blessed" in (Path(out.uri) / C.SKIPPED_FILE).read_text()
     assert out.get_int_custom_property("categorized") == 0
+
+
+def test_the_beam_job_answers_as_the_threads_do(catalogue_dir, served_models, tmp_path):
+    """--runner beam (RunInference on the DirectRunner, 2 threads): the same rows, the same answers."""
+    threads = _categorize(catalogue_dir, tmp_path / "threads", "--model", str(served_models))
+    beam = _categorize(catalogue_dir, tmp_path / "beam", "--model", str(served_models), "--runner", "beam")
+    for key in ("rows", "predicted", "rejected", "rejected_by_reason", "seller_category_suspect", "review_queue"):
+        assert beam[key] == threads[key], key
+    a, b = (_read(tmp_path / k / C.PREDICTIONS_FILE) for k in ("threads", "beam"))
+    assert [p["uniq_id"] for p in a] == [p["uniq_id"] for p in b]
+    for x, y in zip(a, b):
+        assert x["predicted_category"] == y["predicted_category"]
+        assert abs(float(x["probability"]) - float(y["probability"])) <= 1e-5
+    assert _read(tmp_path / "threads" / C.REJECTED_FILE) == _read(tmp_path / "beam" / C.REJECTED_FILE)
+    status, _, err = _cli("categorize", "--data", str(catalogue_dir), "--out", str(tmp_path / "x"),
+                          "--server", "localhost:1", "--runner", "beam")
+    assert status == 2 and "--runner beam goes with --model" in err
+
+
+def test_the_beam_handler_rejects_only_the_refused_row():
+    from placedemarche.components.categorizer import beam_job
+
+    class Model:
+        def predict(self, pictures, texts):
+            if b"bad" in pictures:
+                raise lib.Refused("picture 1 of the request: not a JPEG, PNG, GIF or BMP picture")
+            return np.ones((len(pictures), 2)) / 2
+
+    results = beam_job.SavedModelHandler("unused", 8).run_inference([(b"ok", ""), (b"bad", ""), (b"ok2", "")], Model())
+    answers = [r.inference for r in results]
+    assert isinstance(answers[1], str) and "not a JPEG" in answers[1]
+    assert np.allclose(answers[0], 0.5) and np.allclose(answers[2], 0.5)

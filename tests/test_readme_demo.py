@@ -4,11 +4,13 @@ The commands are read from the README's "Use" section (so the README cannot drif
 ``placedemarche run --output runs/demo`` (the default recipe on the generated sample: EfficientNet-B7
 and VGG19 at 224, SHAP on 7 pictures: several minutes on 2 cores), ``review``, ``serve`` (started in
 the background, as the README does with ``&``), ``predict`` (a picture with text, and a catalogue),
-and ``explain``. They run in a scratch folder, where ``shoe.jpg`` is one of the demo's own pictures.
+``explain``, ``categorize`` and ``ingest --reviews`` (with one review filled in between, as a reviewer
+would). They run in a scratch folder, where ``shoe.jpg`` is one of the demo's own pictures.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -106,3 +108,32 @@ def test_the_readme_commands_work_unchanged_on_the_demo(tmp_path):
     assert "words:" in explained and (out_dir / "index.html").exists()
     index = json.loads((out_dir / "index.json").read_text())
     assert index["images"][0]["text"]["tokens"]  # the words of --text were explained
+
+    [categorize] = _wanted(commands, "placedemarche categorize ")
+    out = _run(categorize, tmp_path)
+    argv = shlex.split(categorize)
+    out_dir = tmp_path / argv[argv.index("--out") + 1]
+    data_dir = tmp_path / argv[argv.index("--data") + 1]
+    summary = json.loads((out_dir / "summary.json").read_text())
+    with open(next(data_dir.glob("*.csv")), newline="", encoding="utf-8") as f:
+        rows_in = sum(1 for _ in csv.DictReader(f))
+    assert summary["rows"] == rows_in == summary["predicted"] + summary["rejected"] and summary["rejected"] >= 1
+    assert f"{summary['rows']} rows: {summary['predicted']} categorised" in out
+
+    # A reviewer gives one listing another category (the queue's first row, else any predicted one).
+    [ingest] = _wanted(commands, "placedemarche ingest ")
+    queue_file = tmp_path / shlex.split(ingest)[shlex.split(ingest).index("--reviews") + 1]
+    with open(queue_file, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns, queue = reader.fieldnames, list(reader)
+    if not queue:
+        with open(out_dir / "predictions.csv", newline="", encoding="utf-8") as f:
+            first = next(p for p in csv.DictReader(f) if p["seller_category"])
+        queue = [{**{c: "" for c in columns}, **{k: v for k, v in first.items() if k in columns}}]
+    queue[0]["reviewed_category"] = queue[0]["top2_category"]
+    with open(queue_file, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(queue)
+    out = _run(ingest, tmp_path)
+    assert "reviews: 1 of 1 reviewed listings applied" in out, out

@@ -15,6 +15,9 @@ from placedemarche.pipeline import config as config_lib
 from placedemarche.pipeline.cli import common
 
 logger = logging.getLogger(__name__)
+# --runner beam on the local DirectRunner, unless runner.beam_args says otherwise: two worker threads,
+# so that preparing one bundle's pictures overlaps the model's work on another.
+BEAM_DEFAULT_ARGS = ("--direct_num_workers=2", "--direct_running_mode=multi_threading")
 
 
 def _model(args: argparse.Namespace, cfg: config_lib.PipelineConfig):
@@ -48,6 +51,8 @@ def _cmd_categorize(args: argparse.Namespace) -> int:
     from placedemarche.components.categorizer import categorize as lib
     from placedemarche.serving import client as client_lib
 
+    if args.runner == "beam" and not args.model:
+        raise common.UserError("--runner beam goes with --model (a served model is asked through its server)")
     cfg = common.config_with_data(args)
     data = cfg.data
     out_dir = os.path.abspath(args.out)
@@ -81,14 +86,27 @@ def _cmd_categorize(args: argparse.Namespace) -> int:
         print(f"categorising {len(listings)} listings of {csv_path} with {model.name} version "
               f"{model.version if model.version is not None else '?'} ({model.where}); {len(rejected)} of "
               f"{total} rows refused by the CSV checks", file=sys.stderr, flush=True)
-    from tqdm import tqdm
+    if args.runner == "beam":
+        import shlex
+        import tempfile
 
-    with tqdm(total=len(listings), unit="listing", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
-        try:
-            result = lib.categorize(listings, model, options, progress=bar.update)
-        except client_lib.ServingClientError as e:  # the server went away: nothing is written
-            print(f"placedemarche categorize: error: the server stopped answering: {e}", file=sys.stderr)
-            return common.EXIT_FAILED
+        from placedemarche.components.categorizer import beam_job
+
+        beam_args = shlex.split(cfg.runner.beam_args) or list(BEAM_DEFAULT_ARGS)
+        if not args.quiet:
+            print(f"Beam job (RunInference), {' '.join(beam_args)}", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(prefix="categorize-") as scratch:
+            result = beam_job.categorize_with_beam(listings, model.path, options, scratch, beam_args)
+    else:
+        from tqdm import tqdm
+
+        with tqdm(total=len(listings), unit="listing", disable=args.quiet, file=sys.stderr,
+                  dynamic_ncols=True) as bar:
+            try:
+                result = lib.categorize(listings, model, options, progress=bar.update)
+            except client_lib.ServingClientError as e:  # the server went away: nothing is written
+                print(f"placedemarche categorize: error: the server stopped answering: {e}", file=sys.stderr)
+                return common.EXIT_FAILED
     result.rejected[:0] = rejected
     summary = lib.write_outputs(out_dir, result, total, listings)
     summary["csv"] = csv_path
@@ -135,6 +153,11 @@ def register(sub) -> None:
     p.add_argument("--text-columns", default="product_name,description",
                    help="with --server: the columns joined into the text a text model reads (a --model reads its "
                         "own list from its metadata)")
+    p.add_argument("--runner", choices=("threads", "beam"), default="threads",
+                   help="with --model: 'threads' (default: this process, pictures prepared by threads one batch "
+                        "ahead of the model, a progress bar) or 'beam' (a Beam job with RunInference, on "
+                        "runner.beam_args' runner: the DirectRunner with 2 threads unless set, or Dataflow / Flink "
+                        "/ Spark)")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs already in OUT")
     p.add_argument("--json", action="store_true", help="print the counts, throughput and output paths as JSON")
     common.add_config_arguments(p)
