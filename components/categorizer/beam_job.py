@@ -5,7 +5,7 @@
 
 The same work as :func:`categorize.categorize`, as a Beam graph:
 
-    listings → Prepare (read + decode + resize, ingestion's code; refusals tagged)
+    listings (JSON lines in ``scratch``) → Prepare (read + decode + resize, ingestion's code; refusals tagged)
              → RunInference (a keyed handler over the pushed SavedModel's serving_default, batched)
              → JSON lines in ``scratch`` → read back, in the listings' order, into a ``Result``
 
@@ -61,17 +61,28 @@ class SavedModelHandler(inference.ModelHandler[_Item, Any, Any]):
 
 
 class _Prepare(beam.DoFn):
-    def __init__(self, options: "lib.Options", text_columns: Sequence[str]):
-        self._options, self._columns = options, tuple(text_columns)
+    def __init__(self, options: "lib.Options"):
+        self._options = options
 
-    def process(self, element: Tuple[int, "lib.Listing"]) -> Iterator:
-        index, listing = element
+    def process(self, line: str) -> Iterator:
+        entry = json.loads(line)
+        listing = lib.Listing(entry["row"], entry["uniq_id"], entry["image"], "")
         picture, why = lib._prepare(listing, self._options)
         if why is not None:
-            yield beam.pvalue.TaggedOutput(REJECTED, json.dumps({"index": index, "reason": why.reason,
+            yield beam.pvalue.TaggedOutput(REJECTED, json.dumps({"index": entry["index"], "reason": why.reason,
                                                                  "detail": why.detail}))
         else:
-            yield index, (picture, lib._text(listing, self._columns))
+            yield entry["index"], (picture, entry["text"])
+
+
+def _write_listings(path: str, listings: Sequence["lib.Listing"], text_columns: Sequence[str]) -> None:
+    """What the workers need of each listing, one JSON line each: the job reads them from the
+    filesystem (streamed) instead of carrying them inside the pipeline graph, whose size would grow
+    with the catalogue."""
+    with open(path, "w", encoding="utf-8") as f:
+        for index, x in enumerate(listings):
+            f.write(json.dumps({"index": index, "row": x.row, "uniq_id": x.uniq_id, "image": x.image,
+                                "text": lib._text(x, text_columns)}) + "\n")
 
 
 def _answer_line(element: Tuple[int, inference.PredictionResult]) -> str:
@@ -104,11 +115,13 @@ def categorize_with_beam(listings: Sequence["lib.Listing"], model_dir: str, opti
     version = int(leaf) if leaf.isdigit() else None
     os.makedirs(scratch, exist_ok=True)
     start = time.perf_counter()
+    listings_file = os.path.join(scratch, "listings.jsonl")
+    _write_listings(listings_file, listings, text_columns)
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline:
         prepared = (
             pipeline
-            | "Listings" >> beam.Create(list(enumerate(listings)), reshuffle=False)
-            | "Prepare" >> beam.ParDo(_Prepare(options, text_columns)).with_outputs(REJECTED, main="ready")
+            | "Listings" >> beam.io.ReadFromText(listings_file)
+            | "Prepare" >> beam.ParDo(_Prepare(options)).with_outputs(REJECTED, main="ready")
         )
         answered = (
             prepared.ready
