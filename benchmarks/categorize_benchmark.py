@@ -9,6 +9,8 @@
    - **raw**: the model's ``serving_default`` on pictures already read and prepared in memory, in
      batches of ``categorize.batch_size`` (32): the model's own batched forward, decoding of the
      600-pixel JPEG inside the model included; nothing else;
+   each timed from loading the model to the last answer (the Beam job loads the model in its worker:
+   loading and the first call's tracing count alike for the three);
    - **threads**: ``placedemarche categorize --model`` as the CLI runs it by default (files read and
      prepared by 2 threads one batch ahead of the model);
    - **beam**: the same as a Beam job (RunInference) on the DirectRunner with 2 worker threads.
@@ -52,19 +54,20 @@ def child(mode: str, data_dir: str, model_dir: str, scratch: str) -> None:
 
     listings, rejected, total = _listings(data_dir)
     options = lib.Options(images_dir=os.path.join(data_dir, "Images"))
-    model = lib.LocalModel.load(model_dir) if mode != "beam" else None
+    # Every path is timed from loading the model to the last answer (the Beam job loads it in its
+    # worker, so loading and the first call's tracing count for all three alike).
     if mode == "raw":
         pictures = [lib._prepare(x, options)[0] for x in listings]
         pictures = [p for p in pictures if p is not None]
-        model.predict(pictures[:options.batch_size], None)  # warm-up (tracing), as the others' first batch
         start = time.perf_counter()
+        model = lib.LocalModel.load(model_dir)
         for i in range(0, len(pictures), options.batch_size):
             model.predict(pictures[i:i + options.batch_size], None)
         seconds, done = time.perf_counter() - start, len(pictures)
     elif mode == "threads":
-        model.predict([lib._prepare(listings[0], options)[0]], None)  # the same warm-up
-        result = lib.categorize(listings, model, options)
-        seconds, done = result.seconds, len(result.predictions)
+        start = time.perf_counter()
+        result = lib.categorize(listings, lib.LocalModel.load(model_dir), options)
+        seconds, done = time.perf_counter() - start, len(result.predictions)
         lib.write_outputs(scratch, result, total, listings)
     else:
         from placedemarche.components.categorizer import beam_job

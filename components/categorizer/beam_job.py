@@ -57,7 +57,8 @@ class SavedModelHandler(inference.ModelHandler[_Item, Any, Any]):
         return [inference.PredictionResult(item, answer) for item, answer in zip(batch, answers)]
 
     def batch_elements_kwargs(self) -> Dict[str, int]:
-        return {"min_batch_size": 1, "max_batch_size": self._batch_size}
+        # Full batches from the start (Beam's default grows them from 1, costly with a large model).
+        return {"min_batch_size": self._batch_size, "max_batch_size": self._batch_size}
 
 
 class _Prepare(beam.DoFn):
