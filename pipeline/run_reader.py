@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from placedemarche.components.backbone_features import constants as features_constants
+from placedemarche.components.catalogue_example_gen import constants as example_gen_constants
 from placedemarche.components.categorizer import constants as categorizer_constants
 from placedemarche.components.infra_validator import constants as infra_constants
 from placedemarche.components.model_gate import constants as gate_constants
@@ -83,6 +84,7 @@ class RunInfo:
     push: Optional[Dict[str, Any]]  # selection.json plus pushed / version / destination / reason
     explanations: Optional[Dict[str, Any]]
     categorized: Optional[Dict[str, Any]] = None  # BatchCategorizer's summary.json plus its folder
+    ingestion: Optional[Dict[str, Any]] = None  # CatalogueExampleGen's summary.json (reviews applied included)
 
     def node_state(self, node: str) -> str:
         return next((n.state for n in self.nodes if n.node == node), "NOT RUN")
@@ -183,6 +185,9 @@ def read(config: PipelineConfig, run_dir: Path, with_node: Optional[str] = None)
     if categorized_uri:
         categorized = {**(_json(Path(categorized_uri, categorizer_constants.SUMMARY_FILE)) or {}),
                        "folder": categorized_uri}
+    quarantine_uri = _done_output(outputs.latest_node_run(store, config.name, pipeline_lib.EXAMPLE_GEN, run),
+                                  example_gen_constants.QUARANTINE_KEY)
+    ingestion = _json(Path(quarantine_uri, example_gen_constants.SUMMARY_FILE)) if quarantine_uri else None
     return RunInfo(str(run_dir), config.name, run.name, nodes, features,
                    _model(store, config, pipeline_lib.BASELINE_TRAINER, run), candidates, push, explanations,
-                   categorized)
+                   categorized, ingestion)

@@ -176,8 +176,12 @@ def test_review_shows_every_candidate_beside_the_baseline(root, first):
         assert sum(c["support"] for c in model["per_category"].values()) == model["examples"]
         assert model["accuracy"] == pytest.approx(np.trace(np.array(model["confusion_matrix"])) / model["examples"])
     assert {"thresholds", "mcnemar", "infra_validation", "push", "served_versions", "overrides"} <= set(review)
+    # This sample has no listing without a category and no reviews: the categoriser ran on none.
+    assert review["reviews_applied"] is None
+    assert (review["categorized"]["rows"], review["categorized"]["model"]["version"]) == (0, 1)
     status, text = _cli("review", "--output", str(root / "run"))
     assert status == 0
+    assert "listings without a category: 0 categorised by version 1" in text
     assert "candidate b7_text (efficientnet_b0 + product_name, description): BLESSED" in text
     assert "candidate b7_image (efficientnet_b0):" in text and "why: b7_text: blessed" in text
 

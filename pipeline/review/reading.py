@@ -118,4 +118,8 @@ def gather(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
     review["served_versions"] = push_lib.versions(base)
     review["overrides"] = list_overrides(config, run_dir)
     review["explanations"] = info.explanations["html"] if info.explanations else None
+    # The run's other decisions: the reviewed categories its ingestion applied, and its categorising.
+    review["reviews_applied"] = (info.ingestion or {}).get("reviews")
+    review["categorized"] = ({k: v for k, v in info.categorized.items() if k != "outputs"}
+                             if info.categorized else None)
     return review

@@ -87,6 +87,19 @@ def render_text(review: Dict[str, Any]) -> str:
         what = f" {o['candidate']}" if o.get("candidate") else ""
         lines.append(f"override: {o['action']}{what} by {o['user']} at {o['time']} -> version {o['served_version']}: "
                      f"{o['reason']}{state}")
+    applied = review.get("reviews_applied")
+    if applied:
+        lines.append(f"reviews applied by this run's ingestion: {applied['applied']} of {applied['reviewed']} "
+                     f"({applied['overrode_seller']} overrode the seller's category, "
+                     f"{applied['labelled_without_category']} labelled listings without one), "
+                     f"{len(applied['conflicts'])} not applied; from "
+                     + ", ".join(f"{f['path']} (sha256 {f['sha256'][:12]})" for f in applied["files"]))
+    categorized = review.get("categorized")
+    if categorized:
+        lines.append(f"listings without a category: {categorized['skipped']}" if categorized.get("skipped") else
+                     f"listings without a category: {categorized['predicted']} categorised by version "
+                     f"{categorized['model']['version']}, {categorized['review_queue']} to review: "
+                     f"{categorized['folder']}")
     if review.get("explanations"):
         lines.append(f"explanations: {review['explanations']}")
     if review.get("html"):
