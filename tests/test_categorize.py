@@ -121,10 +121,9 @@ def test_a_catalogue_without_categories(catalogue_dir, served_models, tmp_path):
         writer.writerows(rows)
     summary = _categorize(data, tmp_path / "out", "--model", str(served_models / "1"))
     assert summary["rows"] == len(rows) == summary["predicted"] + summary["rejected"]
+    assert summary["predicted"] == len(rows) - 5  # the 5 unreadable pictures and duplicate id: rejected
     assert summary["with_seller_category"] == 0 and summary["seller_category_suspect"] == 0
     assert all(p["seller_category"] == "" for p in _read(tmp_path / "out" / C.PREDICTIONS_FILE))
-    queue = _read(tmp_path / "out" / C.REVIEW_QUEUE_FILE)
-    assert all(q["why"] == C.LOW_CONFIDENCE for q in queue)
 
 
 class _Chosen:
@@ -196,13 +195,19 @@ def test_a_picture_the_model_refuses_is_rejected_alone(tmp_path):
     result = lib.categorize(listings, model, lib.Options(images_dir=str(images)))
     assert [p["uniq_id"] for p in result.predictions] == ["ok", "ok2"]
     assert [(r.uniq_id, r.reason, r.row) for r in result.rejected] == [("bad", "refused_by_model", 3)]
+    # A batch of one that the model refuses (here the last one) is that row's rejection, not a crash.
+    listings = [lib.Listing(i + 2, n, "p.jpg", "A", {"product_name": n}) for i, n in enumerate(["ok", "ok2", "bad"])]
+    result = lib.categorize(listings, model, lib.Options(images_dir=str(images), batch_size=2))
+    assert [p["uniq_id"] for p in result.predictions] == ["ok", "ok2"]
+    assert [(r.uniq_id, r.reason) for r in result.rejected] == [("bad", "refused_by_model")]
 
 
 def test_served_and_local_predictions_agree(catalogue_dir, served_models, tmp_path):
     from placedemarche.serving.server import LocalServer
 
     local = _categorize(catalogue_dir, tmp_path / "local", "--model", str(served_models))
-    server = LocalServer(NAME, str(served_models), rest_port=0, grpc_port=0).start()
+    assert local["predicted"] > 0
+    server = LocalServer(NAME, str(served_models), rest_port=0, grpc_port=0, labels={"stable": 1}).start()
     try:
         answers = {"local": _read(tmp_path / "local" / C.PREDICTIONS_FILE)}
         for protocol, port in (("grpc", server.grpc_port), ("rest", server.rest_port)):
@@ -211,6 +216,12 @@ def test_served_and_local_predictions_agree(catalogue_dir, served_models, tmp_pa
             assert (summary["predicted"], summary["rejected"]) == (local["predicted"], local["rejected"])
             assert summary["model"] == {"name": NAME, "version": 1}
             answers[protocol] = _read(tmp_path / protocol / C.PREDICTIONS_FILE)
+        labelled = _categorize(catalogue_dir, tmp_path / "label", "--server", f"127.0.0.1:{server.rest_port}",
+                               "--protocol", "rest", "--label", "stable")
+        assert labelled["model"] == {"name": NAME, "version": 1}  # a label's answers name its version
+        status, _, err = _cli("categorize", "--data", str(catalogue_dir), "--out", str(tmp_path / "both"), "--server",
+                              f"127.0.0.1:{server.rest_port}", "--label", "stable", "--version", "1")
+        assert status == 2 and "a version or a label, not both" in err
     finally:
         server.stop()
     for protocol in ("grpc", "rest"):
@@ -251,10 +262,12 @@ def test_read_listings_keeps_rows_without_a_category():
     text = ("uniq_id,image,product_category_tree,product_name\n"
             "a,a.jpg,\"[\"\"Watches >> Wrist\"\"]\",Watch\n"
             "b,b.jpg,,Cup\n"
-            "c,,,Nothing\n")
+            "c,,,Nothing\n"
+            "d,d.jpg,\"Bad\tcategory\",Bowl\n")
     listings, rejected, total = lib.read_listings(text, catalogue.Columns())
-    assert total == 3
-    assert [(x.uniq_id, x.seller_category) for x in listings] == [("a", "Watches"), ("b", "")]
+    assert total == 4
+    # A seller category that cannot be read counts as none: the listing is still categorised.
+    assert [(x.uniq_id, x.seller_category) for x in listings] == [("a", "Watches"), ("b", ""), ("d", "")]
     assert [(r.uniq_id, r.row, r.reason) for r in rejected] == [("c", 4, "missing_image_name")]
 
 
@@ -434,3 +447,18 @@ def test_the_beam_handler_rejects_only_the_refused_row():
     answers = [r.inference for r in results]
     assert isinstance(answers[1], str) and "not a JPEG" in answers[1]
     assert np.allclose(answers[0], 0.5) and np.allclose(answers[2], 0.5)
+
+
+def test_ingestion_refuses_a_catalogue_with_nothing_to_train_on(catalogue_dir, tmp_path):
+    from placedemarche.components.catalogue_example_gen import component as example_gen
+    from placedemarche.components.catalogue_example_gen import executor as example_gen_executor
+
+    data = tmp_path / "data"
+    shutil.copytree(catalogue_dir / "Images", data / "Images")
+    rows = _read(catalogue_dir / sample_data.CSV_NAME)
+    with open(data / "new.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "product_category_tree": ""} for r in rows)
+    with pytest.raises(example_gen_executor.NoLabelledRows, match="no row of .* can be trained on: .* have no category"):
+        example_gen.run_executor(str(data), str(tmp_path / "out"), max_quarantine_fraction=1.0)

@@ -123,8 +123,9 @@ def read_catalogue(
       text: the CSV file's content (UTF-8 decoded, header first).
       columns: which columns hold the id, image name and category tree.
       label_depth: which level of the category tree is the label (1-based).
-      require_category: False for listings to categorise: the category column may be absent (rows
-        without a category are then kept, as with ``keep_unlabelled``).
+      require_category: False for listings to categorise: the category column may be absent, and a
+        row without a category, or with one that cannot be read (control characters, fewer levels
+        than ``label_depth``), is kept without a category.
       keep_unlabelled: a row whose category is empty is kept with ``label`` and ``category_path``
         empty (ingestion's unlabelled split) instead of being quarantined as ``missing_category``;
         a category that is present is still checked.
@@ -188,6 +189,9 @@ def read_catalogue(
             continue
         seen[uniq_id] = line_number
         levels = parse_category(values.get(columns.category, ""))
+        if not require_category and levels and (
+                _CONTROL.search(values[columns.category]) or len(levels) < label_depth):
+            levels = []  # listings to categorise: a seller category that cannot be read counts as none
         if not levels and (keep_unlabelled or not require_category):
             if not image:
                 refuse("missing_image_name", f"column '{columns.image}' is empty")

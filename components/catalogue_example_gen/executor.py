@@ -32,6 +32,10 @@ class QuarantineLimitExceeded(RuntimeError):
     """Too many rows were quarantined for the catalogue to be trusted."""
 
 
+class NoLabelledRows(ValueError):
+    """No row has a category to train on (all unlabelled or quarantined)."""
+
+
 def find_csv(data_dir: str, csv_file: str) -> str:
     """The catalogue CSV: ``csv_file`` inside ``data_dir``, or the only ``*.csv`` there."""
     if csv_file:
@@ -182,6 +186,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             "examples per split: %s; quarantined %d of %d rows (%s)",
             summary["examples"], len(quarantined), total, catalogue.top_reasons(quarantined) or "none",
         )
+        if not any(summary["examples"].values()):
+            raise NoLabelledRows(
+                f"no row of '{csv_path}' can be trained on: {summary['unlabelled']} have no category (kept in the "
+                f"unlabelled output), {len(quarantined)} were quarantined ({catalogue.top_reasons(quarantined) or '-'}). "
+                "Give the catalogue's categories, or apply reviewed ones with --reviews")
         fraction = len(quarantined) / total
         if fraction > max_fraction:
             raise QuarantineLimitExceeded(

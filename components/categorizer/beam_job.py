@@ -9,10 +9,11 @@ The same work as :func:`categorize.categorize`, as a Beam graph:
              → RunInference (a keyed handler over the pushed SavedModel's serving_default, batched)
              → JSON lines in ``scratch`` → read back, in the listings' order, into a ``Result``
 
-On the DirectRunner with several workers, preparing one bundle overlaps the model's work on another;
-on Dataflow / Flink / Spark the same graph runs on many machines (the model folder must then be on a
-filesystem every worker reads, e.g. ``gs://``). The model is loaded once per worker process
-(RunInference shares it between threads).
+On the DirectRunner with several workers, preparing one bundle overlaps the model's work on another.
+The model is loaded once per worker process (RunInference shares it between threads). Not done: a
+cluster runner (Dataflow / Flink / Spark) would need ``scratch``, the catalogue's pictures and the
+model folder on a filesystem every worker reads; ``scratch`` is written and read back with local
+file operations today.
 """
 
 from __future__ import annotations

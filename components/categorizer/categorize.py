@@ -97,9 +97,10 @@ def read_listings(csv_text: str, columns: catalogue.Columns = catalogue.Columns(
                   label_depth: int = 1) -> Tuple[List[Listing], List[Rejection], int]:
     """``(listings, rejected, rows read)`` from the catalogue CSV's text; the category column is optional.
 
-    The CSV-level checks are ingestion's (malformed lines, duplicate or missing ids, no picture name,
-    a category with control characters or fewer levels than ``label_depth``): such rows are rejected
-    with ingestion's reason and their line. Raises ValueError for a header without the id or image column.
+    The CSV-level checks are ingestion's (malformed lines, duplicate or missing ids, no picture name):
+    such rows are rejected with ingestion's reason and their line. A seller category that cannot be
+    read (control characters, fewer levels than ``label_depth``) counts as none: the listing is still
+    categorised. Raises ValueError for a header without the id or image column.
     """
     rows, quarantined, total = catalogue.read_catalogue(csv_text, columns, label_depth, require_category=False)
     listings = [Listing(r.row, r.uniq_id, r.image, r.label, dict(r.fields)) for r in rows]
@@ -126,26 +127,34 @@ class LocalModel:
         self._signature = tf.saved_model.load(path).signatures[model_contract.SERVING_DEFAULT]
         self._tf, self._contract = tf, model_contract
 
-    @classmethod
-    def load(cls, folder: str) -> "LocalModel":
-        """``folder`` is a version folder (``.../product_category/3``) or the model folder above the
-        versions (its highest complete version). Raises FileNotFoundError saying what was found."""
+    @staticmethod
+    def resolve(folder: str) -> Tuple[str, str, Optional[int]]:
+        """``(version folder, model name, version)`` of ``folder``, without loading the model: a version
+        folder (``.../product_category/3``), or the model folder above the versions (its highest complete
+        version). Local paths and ``gs://`` alike. Raises FileNotFoundError saying what was found."""
+        import tensorflow as tf
+
         from placedemarche.components.serving_pusher import push as push_lib
         from placedemarche.serving import model_contract
 
-        folder = os.path.abspath(folder)
-        if not os.path.isdir(folder):
+        folder = folder.rstrip("/") if "://" in folder else os.path.abspath(folder)
+        if not tf.io.gfile.isdir(folder):
             raise FileNotFoundError(f"--model '{folder}' is not a folder")
-        if os.path.isfile(os.path.join(folder, model_contract.SAVED_MODEL_FILE)):
-            base, leaf = os.path.split(folder)
-            return cls(folder, os.path.basename(base), int(leaf) if leaf.isdigit() else None)
+        if tf.io.gfile.exists(os.path.join(folder, model_contract.SAVED_MODEL_FILE)):
+            base, leaf = folder.rsplit("/", 1)
+            return folder, base.rsplit("/", 1)[-1], int(leaf) if leaf.isdigit() else None
         complete = push_lib.complete_versions(folder)
         if not complete:
             found = push_lib.versions(folder)
             raise FileNotFoundError(
                 f"--model '{folder}' holds no complete pushed version (versions found: {found or 'none'}); give a "
                 "version folder or <serving_root>/<model_name>, e.g. runs/demo/serving/product_category")
-        return cls(os.path.join(folder, str(complete[-1])), os.path.basename(folder), complete[-1])
+        return f"{folder}/{complete[-1]}", folder.rsplit("/", 1)[-1], complete[-1]
+
+    @classmethod
+    def load(cls, folder: str) -> "LocalModel":
+        """The model of :meth:`resolve` (``folder``), loaded."""
+        return cls(*cls.resolve(folder))
 
     def predict(self, pictures_: Sequence[bytes], texts: Optional[Sequence[str]]) -> np.ndarray:
         tf = self._tf
@@ -175,8 +184,9 @@ class ServedModel:
         self.text_columns: Tuple[str, ...] = tuple(text_columns) if "text" in client.input_names() else ()
         self.version = config.version
         if self.version is None:
+            # The status of a label is its version's alone (TF Serving's GetModelStatus, REST .../labels/L).
             available = [s["version"] for s in client.status() if s["state"] == "AVAILABLE"]
-            self.version = max(available) if available and not config.label else None
+            self.version = max(available) if available else None
         self.where = f"{config.host}:{config.port}"
 
     def predict(self, pictures_: Sequence[bytes], texts: Optional[Sequence[str]]) -> np.ndarray:
@@ -223,16 +233,10 @@ def _answer(model, batch: List[Tuple[Listing, bytes]]) -> List[Tuple[Listing, Op
     try:
         probabilities = model.predict([p for _, p in batch], texts)
         return [(listing, probabilities[i], "") for i, (listing, _) in enumerate(batch)]
-    except Refused:
+    except Refused as e:
         if len(batch) == 1:
-            raise
-    out = []
-    for item in batch:
-        try:
-            out.extend(_answer(model, [item]))
-        except Refused as e:
-            out.append((item[0], None, e.message))
-    return out
+            return [(batch[0][0], None, e.message)]
+    return [answer for item in batch for answer in _answer(model, [item])]
 
 
 def prediction_row(listing: Listing, probabilities: np.ndarray, labels: Sequence[str], model_name: str,
@@ -315,13 +319,16 @@ def review_queue(predictions: Iterable[Dict[str, object]], review_threshold: flo
 
 
 def _write_csv(path: str, columns: Sequence[str], rows: Iterable[Dict[str, object]]) -> None:
+    """Written under a staging name, then renamed (local folders and ``gs://`` alike)."""
+    import tensorflow as tf
+
     staging = path + ".partial"
-    with open(staging, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+    with tf.io.gfile.GFile(staging, "w") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore", lineterminator="\r\n")
         writer.writeheader()
         for row in rows:
             writer.writerow(row)
-    os.replace(staging, path)
+    tf.io.gfile.rename(staging, path, overwrite=True)
 
 
 def existing_outputs(out_dir: str) -> List[str]:
@@ -335,7 +342,9 @@ def write_outputs(out_dir: str, result: Result, rows_read: int, listings: Sequen
     """Writes the three CSV files and ``summary.json``; returns the summary (counts, throughput, paths).
 
     Raises AssertionError if a row went missing (rows read != predicted + rejected): that is a bug."""
-    os.makedirs(out_dir, exist_ok=True)
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(out_dir)
     details = {x.uniq_id: {"image": x.image, "product_name": (x.fields.get("product_name") or "").strip()}
                for x in listings}
     queue = review_queue(result.predictions, result.options.review_threshold, details)
@@ -370,6 +379,6 @@ def write_outputs(out_dir: str, result: Result, rows_read: int, listings: Sequen
                        "review_threshold": result.options.review_threshold},
         "outputs": paths,
     }
-    with open(os.path.join(out_dir, C.SUMMARY_FILE), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+    with tf.io.gfile.GFile(os.path.join(out_dir, C.SUMMARY_FILE), "w") as f:
+        f.write(json.dumps(summary, indent=2))
     return summary

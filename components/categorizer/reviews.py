@@ -13,7 +13,8 @@ Nothing is applied silently when it looks wrong; each such review is listed as a
 
 - ``conflicting_reviews``: one listing reviewed with different categories (in one file or across files);
 - ``bad_category``: a reviewed category with control characters, or longer than 200 characters;
-- ``unknown_id``: no row of the catalogue has this ``uniq_id``;
+- ``unknown_id``: no row of the catalogue that passed the CSV checks has this ``uniq_id`` (absent, or
+  refused by them: the quarantine says why);
 - ``unknown_category``: no row of the catalogue has this category (a typo would otherwise create a
   category of one product; add products of a new category through the catalogue itself).
 """
@@ -51,6 +52,9 @@ def load(paths: Sequence[str]) -> Dict[str, object]:
     conflicts: List[Dict[str, str]] = []
     unreviewed = 0
     for path in paths:
+        if "://" in path:
+            raise ReviewsError(f"reviews file '{path}': give a file on this machine's filesystem (the reviews are "
+                               "read when the pipeline is built, and recorded with the run)")
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -109,7 +113,9 @@ def apply(rows: Sequence, reviews: Dict[str, object]) -> Tuple[List, Dict[str, o
     """``rows`` (``catalogue.CatalogueRow``, label "" when the row had no category) with reviewed labels,
     and what was done: counts and the conflicts (those found by :func:`load` too).
 
-    Rows still without a label are returned as they are: the caller quarantines them."""
+    Rows still without a label are returned as they are (ingestion's unlabelled split). ``applied``
+    counts reviews given to rows that passed the CSV checks: a row refused later for its picture is in
+    the quarantine, with its reason, and its review has no example to label."""
     reviewed: Dict[str, str] = dict(reviews.get("reviewed") or {})
     where: Dict[str, str] = dict(reviews.get("where") or {})
     known = {r.label for r in rows if r.label}
@@ -117,7 +123,8 @@ def apply(rows: Sequence, reviews: Dict[str, object]) -> Tuple[List, Dict[str, o
     ids = {r.uniq_id for r in rows}
     for uid in sorted(set(reviewed) - ids):
         conflicts.append({"uniq_id": uid, "where": where.get(uid, ""), "kind": "unknown_id",
-                          "detail": "no row of this catalogue has this uniq_id: not applied"})
+                          "detail": "no row of this catalogue that passed the CSV checks has this uniq_id (absent, or "
+                                    "refused: see the quarantine): not applied"})
     for uid, category in sorted(reviewed.items()):
         if uid in ids and category not in known:
             conflicts.append({"uniq_id": uid, "where": where.get(uid, ""), "kind": "unknown_category",

@@ -35,15 +35,26 @@ def _model(args: argparse.Namespace, cfg: config_lib.PipelineConfig):
     host, _, port = args.server.rpartition(":")
     if not host or not port.isdigit():
         raise common.UserError(f"--server '{args.server}' must look like HOST:PORT, e.g. localhost:8500")
-    client = client_lib.make_client(args.protocol, client_lib.ClientConfig(
-        host=host, port=int(port), model_name=args.model_name or cfg.serving.model_name, version=args.version,
-        label=args.label, timeout_s=args.timeout, max_batch_size=cfg.categorize.batch_size))
+    try:
+        config = client_lib.ClientConfig(
+            host=host, port=int(port), model_name=args.model_name or cfg.serving.model_name, version=args.version,
+            label=args.label, timeout_s=args.timeout, max_batch_size=cfg.categorize.batch_size)
+    except ValueError as e:  # e.g. a version and a label
+        raise common.UserError(f"--version / --label: {e}") from e
+    client = client_lib.make_client(args.protocol, config)
     try:
         columns = [c.strip() for c in args.text_columns.split(",") if c.strip()]
         return lib.ServedModel(client, columns)
     except client_lib.ServingClientError as e:
         raise common.UserError(f"the server at {args.server} cannot answer for model "
                                f"'{client.config.model_name}': {e}") from e
+
+
+class _Found:
+    """A pushed model found, not loaded (``--runner beam`` loads it in the job's workers)."""
+
+    def __init__(self, path: str, name: str, version):
+        self.path, self.name, self.version, self.where = path, name, version, path
 
 
 def _cmd_categorize(args: argparse.Namespace) -> int:
@@ -55,6 +66,9 @@ def _cmd_categorize(args: argparse.Namespace) -> int:
         raise common.UserError("--runner beam goes with --model (a served model is asked through its server)")
     cfg = common.config_with_data(args)
     data = cfg.data
+    if "://" in (data.data_dir or ""):
+        raise common.UserError(f"--data '{data.data_dir}': categorize reads a catalogue on this machine's filesystem; "
+                               "copy it here first (the pipeline's BatchCategorizer reads gs:// artifacts)")
     out_dir = os.path.abspath(args.out)
     existing = lib.existing_outputs(out_dir)
     if existing and not args.overwrite:
@@ -75,7 +89,13 @@ def _cmd_categorize(args: argparse.Namespace) -> int:
             text, catalogue.Columns(data.id_column, data.image_column, data.category_column), data.label_depth)
     except ValueError as e:
         raise common.UserError(f"'{csv_path}': {e}") from e
-    model = _model(args, cfg)
+    if args.runner == "beam":  # the job loads the model in its workers: only find it here
+        try:
+            model = _Found(*lib.LocalModel.resolve(args.model))
+        except FileNotFoundError as e:
+            raise common.UserError(str(e)) from e
+    else:
+        model = _model(args, cfg)
     options = lib.Options(
         images_dir=os.path.join(data.data_dir, data.images_dir), max_image_side=data.max_image_side,
         min_image_side=data.min_image_side, max_image_pixels=data.max_image_pixels,
