@@ -186,11 +186,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             "examples per split: %s; quarantined %d of %d rows (%s)",
             summary["examples"], len(quarantined), total, catalogue.top_reasons(quarantined) or "none",
         )
-        if not any(summary["examples"].values()):
-            raise NoLabelledRows(
-                f"no row of '{csv_path}' can be trained on: {summary['unlabelled']} have no category (kept in the "
-                f"unlabelled output), {len(quarantined)} were quarantined ({catalogue.top_reasons(quarantined) or '-'}). "
-                "Give the catalogue's categories, or apply reviewed ones with --reviews")
         fraction = len(quarantined) / total
         if fraction > max_fraction:
             raise QuarantineLimitExceeded(
@@ -199,6 +194,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 f"{catalogue.top_reasons(quarantined)}. Every refused row is listed in "
                 f"{os.path.join(report.uri, artifacts.QUARANTINE_FILE)}"
             )
+        if not any(summary["examples"].values()):
+            raise NoLabelledRows(
+                f"no row of '{csv_path}' can be trained on: {summary['unlabelled']} have no category (kept in the "
+                f"unlabelled output), {len(quarantined)} were quarantined ({catalogue.top_reasons(quarantined) or '-'}). "
+                "Give the catalogue's categories, or apply reviewed ones with --reviews")
 
 
 def summarise(
