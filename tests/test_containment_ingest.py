@@ -49,7 +49,12 @@ def _write(data: Path, rows) -> None:
 
 
 def _ingest(data: Path, out: Path, **params):
-    examples, quarantine = component.run_executor(str(data), str(out), max_quarantine_fraction=1.0, **params)
+    from placedemarche.components.catalogue_example_gen import executor
+
+    try:
+        examples, quarantine = component.run_executor(str(data), str(out), max_quarantine_fraction=1.0, **params)
+    except executor.NoLabelledRows:  # every row refused: ingestion fails, its report is written all the same
+        examples, quarantine = str(out / "examples"), str(out / "quarantine")
     report = json.loads((Path(quarantine) / "quarantine.json").read_text())
     summary = json.loads((Path(quarantine) / "summary.json").read_text())
     records = [r.numpy() for r in tf.data.TFRecordDataset(
