@@ -43,6 +43,7 @@ BACKBONES: Tuple[str, ...] = tuple(
 OPTIMIZERS: Tuple[str, ...] = ("rmsprop", "adam", "sgd")
 LOSSES: Tuple[str, ...] = ("categorical_crossentropy",)
 METRICS: Tuple[str, ...] = ("accuracy",)
+TUNING_ALGORITHMS: Tuple[str, ...] = ("random", "bayesian", "hyperband")
 MASKERS: Tuple[str, ...] = ("inpaint_telea", "inpaint_ns", "blur", "mean")
 _PIPELINE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # Kubeflow V2 refuses anything else
 _SERVING_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -291,6 +292,20 @@ class ExplainConfig:
 
 
 @dataclass(frozen=True)
+class TuningConfig:
+    """Tuning each candidate's head on the cached backbone features (a ``Tuner_<candidate>`` node each)."""
+
+    enabled: bool = _field(
+        False, "true: a Tuner searches each candidate's head (Dense units, dropout, learning rate, optimizer; "
+        "vocabulary size and n-gram ranges for text) on the train split, scored on the eval split, and its "
+        "Trainer trains the best values")
+    max_trials: int = _field(20, "Trials per candidate (the default recipe is scored too, beside them)", min=1,
+                             max=1000)
+    algorithm: str = _field("random", "Search algorithm (KerasTuner oracle)", choices=TUNING_ALGORITHMS)
+    seed: int = _field(42, "Seed of the search (the same seed and data give the same best values)", min=0)
+
+
+@dataclass(frozen=True)
 class CategorizeConfig:
     """Categorising a catalogue with a pushed model (``placedemarche categorize``)."""
 
@@ -357,6 +372,7 @@ class PipelineConfig:
     serving: ServingConfig = field(default_factory=ServingConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     categorize: CategorizeConfig = field(default_factory=CategorizeConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
 
     def candidate(self, name: str) -> CandidateConfig:

@@ -5,7 +5,9 @@ arguments; everything else comes from the :class:`~placedemarche.pipeline.config
 
 CatalogueExampleGen → StatisticsGen → ImportSchemaGen (curated schema) → ExampleValidator →
 DataValidationGate → BackboneFeatures (one node per distinct backbone setting: EfficientNet-B7 for
-every B7 candidate, VGG19 with augmented views for the baseline) → a HeadTrainer per candidate
+every B7 candidate, VGG19 with augmented views for the baseline) → with ``tuning.enabled``, a HeadTuner
+per candidate (``Tuner_<name>``: KerasTuner on the same features, train and eval splits only) → a
+HeadTrainer per candidate (with its Tuner's ``best_hyperparameters`` when tuned)
 (``Trainer_<name>``) and the baseline's (``BaselineTrainer``) → Evaluator (TFMA: every candidate and
 the VGG19 baseline on the test split, one pass) → per candidate: ModelGate (its thresholds against the
 baseline, McNemar, the blessing) and InfraValidator (the candidate loaded and queried as TF Serving
@@ -38,6 +40,7 @@ from placedemarche.components.serving_pusher.component import ServingPusher
 from placedemarche.components.shap_explainer.component import ShapExplainer
 from placedemarche.components.trainer.component import HeadTrainer
 from placedemarche.components.trainer.trainer import TrainSpec
+from placedemarche.components.tuner.component import HeadTuner
 from placedemarche.pipeline.config import ModelConfig, PipelineConfig
 
 # Node ids, used by the runners and the summaries to find each stage's outputs.
@@ -59,6 +62,15 @@ TF_SERVING_TAG = "2.16.1"
 
 def trainer_id(candidate: str) -> str:
     return f"Trainer_{candidate}"
+
+
+def tuner_id(candidate: str) -> str:
+    return f"Tuner_{candidate}"
+
+
+def tuned_candidates(config: PipelineConfig) -> List[str]:
+    """The candidates a Tuner searches before their Trainer (all enabled ones when ``tuning.enabled``)."""
+    return [c.name for c in config.enabled_candidates] if config.tuning.enabled else []
 
 
 def gate_id(candidate: str) -> str:
@@ -99,7 +111,8 @@ def feature_groups(config: PipelineConfig) -> Dict[str, Tuple[Tuple, List[str]]]
 def node_ids(config: PipelineConfig) -> Tuple[str, ...]:
     """Every node of the full pipeline for ``config``, in run order."""
     names = [c.name for c in config.enabled_candidates]
-    ids = list(DATA_STAGES) + list(feature_groups(config)) + [BASELINE_TRAINER] + [trainer_id(n) for n in names]
+    ids = list(DATA_STAGES) + list(feature_groups(config)) + [tuner_id(n) for n in tuned_candidates(config)]
+    ids += [BASELINE_TRAINER] + [trainer_id(n) for n in names]
     ids.append(EVALUATOR)
     for name in names:
         ids += candidate_nodes(name)
@@ -153,21 +166,37 @@ def create_pipeline(
     nodes: List[base_node.BaseNode] = list(stages)
 
     features_of: Dict[str, Any] = {}
+    tuned = tuned_candidates(config)
     for node_id, (key, users) in feature_groups(config).items():
         backbone, weights, size, views = key
         node = BackboneFeatures(
             examples=examples, backbone=backbone, weights=weights, image_size=size, views=views,
             seed=config.training.seed, allow_random_weights=config.training.allow_random_weights,
             batch_size=config.training.batch_size,
+            # The test pictures too when a user is tuned: its Trainer reports both recipes' test accuracy.
+            with_test=any(u in tuned for u in users),
         ).with_id(node_id)
         node.add_upstream_node(data_gate)  # compute features only of data that passed validation
         nodes.append(node)
         for user in users:
             features_of[user] = node.outputs["features"]
 
+    tuners: Dict[str, HeadTuner] = {}
+    for c in config.enabled_candidates:
+        if c.name in tuned:
+            tuners[c.name] = HeadTuner(
+                examples=examples, schema=schema_gen.outputs["schema"], features=features_of.get(c.name),
+                spec=train_spec(config, c, c.name),
+                tuning={k: v for k, v in asdict(config.tuning).items() if k != "enabled"},
+            ).with_id(tuner_id(c.name))
+            tuners[c.name].add_upstream_node(data_gate)
+    nodes += tuners.values()
+
     def trainer(name: str, model: ModelConfig, node_id: str, role: str) -> HeadTrainer:
+        tuner = tuners.get(name) if role == "candidate" else None
         node = HeadTrainer(examples=examples, schema=schema_gen.outputs["schema"], features=features_of.get(name),
-                           spec=train_spec(config, model, name), role=role).with_id(node_id)
+                           spec=train_spec(config, model, name), role=role,
+                           hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None).with_id(node_id)
         node.add_upstream_node(data_gate)
         return node
 

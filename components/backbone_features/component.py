@@ -2,7 +2,8 @@
 
 Input: ``examples`` (the ingested splits). Parameters: ``backbone``, ``weights``, ``image_size``,
 ``views`` (1: plain pictures; n: plus n - 1 augmented views of each training picture), ``seed``,
-``allow_random_weights``, ``batch_size``. Output: ``features`` (``placedemarche.BackboneFeatures``:
+``allow_random_weights``, ``batch_size``, ``with_test`` (optional; 1: the test pictures too, for the
+tuning comparison's test accuracy of a tuned candidate's two recipes). Output: ``features`` (``placedemarche.BackboneFeatures``:
 ``<split>.npy``, ``<split>.ids.json``, ``features.json``; see ``components/trainer/features.py``).
 
 One node per distinct backbone setting, whatever the number of candidates using it; TFX's cache
@@ -36,6 +37,8 @@ class BackboneFeaturesSpec(ComponentSpec):
         c.SEED: ExecutionParameter(type=int),
         c.ALLOW_RANDOM_WEIGHTS: ExecutionParameter(type=int),
         c.BATCH_SIZE: ExecutionParameter(type=int),
+        # Optional, so a pipeline that tunes nothing keeps the very same parameters (and cache keys).
+        c.WITH_TEST: ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {c.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
     OUTPUTS = {c.FEATURES_KEY: ChannelParameter(type=BackboneFeaturesArtifact)}
@@ -46,9 +49,10 @@ class BackboneFeatures(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, examples: types.BaseChannel, backbone: str, weights: str, image_size: int, views: int,
-                 seed: int, allow_random_weights: bool, batch_size: int = 32):
+                 seed: int, allow_random_weights: bool, batch_size: int = 32, with_test: bool = False):
         super().__init__(spec=BackboneFeaturesSpec(
             examples=examples, backbone=backbone, weights=weights, image_size=image_size, views=views, seed=seed,
             allow_random_weights=int(allow_random_weights), batch_size=batch_size,
+            with_test=1 if with_test else None,
             features=types.Channel(type=BackboneFeaturesArtifact),
         ))

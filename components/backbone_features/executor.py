@@ -1,4 +1,4 @@
-"""Executor of BackboneFeatures: read the train and eval pictures, compute the backbone's features."""
+"""Executor of BackboneFeatures: read the train and eval pictures (and test ones when asked), compute the backbone's features."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ class Executor(base_executor.BaseExecutor):
             seed=int(exec_properties[c.SEED]), allow_random_weights=bool(exec_properties[c.ALLOW_RANDOM_WEIGHTS]),
             batch_size=int(exec_properties[c.BATCH_SIZE]),
         )
+        splits = c.SPLITS + ((c.TEST_SPLIT,) if exec_properties.get(c.WITH_TEST) else ())
         pictures = {split: features_lib.read_pictures([os.path.join(examples.uri, f"Split-{split}", "*.gz")])
-                    for split in c.SPLITS}
+                    for split in splits}
+        if c.TEST_SPLIT in pictures and not pictures[c.TEST_SPLIT][0]:
+            del pictures[c.TEST_SPLIT]  # nothing to compare on; the Trainer's comparison says so
         info = features_lib.compute(spec, pictures, out.uri)
         out.set_string_custom_property(c.BACKBONE, info.backbone)
         out.set_string_custom_property("weights", info.weights)

@@ -38,6 +38,12 @@ class Executor(base_executor.BaseExecutor):
         model = artifact_utils.get_single_instance(output_dict[c.MODEL_KEY])
         model_run = artifact_utils.get_single_instance(output_dict[c.MODEL_RUN_KEY])
         spec = TrainSpec.from_dicts(json.loads(exec_properties[c.SPEC]), {})
+        hyperparameters = input_dict.get(c.HYPERPARAMETERS_KEY)
+        tuned = None
+        if hyperparameters:
+            from placedemarche.components.tuner.executor import read_best_values
+
+            tuned = read_best_values(artifact_utils.get_single_uri(hyperparameters))
         metadata = fit_and_export(
             spec,
             train_files=[os.path.join(examples.uri, "Split-train", "*.gz")],
@@ -46,9 +52,14 @@ class Executor(base_executor.BaseExecutor):
             model_run_dir=model_run.uri,
             vocabulary=label_domain(artifact_utils.get_single_uri(schema) if schema else None),
             features_dir=artifact_utils.get_single_uri(features) if features else None,
+            tuned=tuned,
+            # Read only with tuned values, after both recipes are trained: the comparison's test accuracy.
+            test_files=[os.path.join(examples.uri, "Split-test", "*.gz")] if tuned is not None else (),
         )
         model.set_string_custom_property("candidate", spec.name)
         model.set_string_custom_property(c.ROLE, exec_properties[c.ROLE])
         model.set_string_custom_property("backbone", spec.backbone)
         model.set_string_custom_property("text_columns", ",".join(spec.text_columns))
         model.set_float_custom_property("val_accuracy", float(metadata["val_accuracy"]))
+        if "tuning" in metadata:
+            model.set_string_custom_property("tuned", ",".join(metadata["tuning"]["changed"]) or "(defaults kept)")

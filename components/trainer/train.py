@@ -155,27 +155,30 @@ def train_head(
     optimizer: str,
     learning_rate: float,
     patience: int,
-    checkpoint_path: str,
+    checkpoint_path: Optional[str],
     seed: int,
+    log_epochs: bool = True,
 ) -> TrainResult:
     """Fits ``head`` with early stopping on validation loss; the best epoch's weights are kept.
 
     The best epoch is also written to ``checkpoint_path`` (``.weights.h5``) as it happens, so an
-    interrupted run keeps its best head.
+    interrupted run keeps its best head; None (a tuning trial) keeps it in memory only.
     """
     keras.utils.set_random_seed(seed)
-    optimizers = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
     head.compile(
-        optimizer=optimizers[optimizer](learning_rate=learning_rate),
+        optimizer=OPTIMIZERS[optimizer](learning_rate=learning_rate),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
     )
     if epochs == 0:
         return TrainResult(head, {}, 0, 0.0, False)
     early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        checkpoint_path, monitor="val_loss", save_best_only=True, save_weights_only=True
-    )
+    callbacks: List[keras.callbacks.Callback] = [early]
+    if checkpoint_path:
+        callbacks.append(keras.callbacks.ModelCheckpoint(
+            checkpoint_path, monitor="val_loss", save_best_only=True, save_weights_only=True))
+    if log_epochs:
+        callbacks.append(_LogEpoch())
     start = time.perf_counter()
     # Tensors once, not NumPy arrays Keras would convert batch by batch every epoch (a text head's
     # 20000-wide TF-IDF rows made that a fifth of its training time on 2 cores).
@@ -183,13 +186,82 @@ def train_head(
     fit = head.fit(
         train_x, train_y, validation_data=(eval_x, eval_y), epochs=epochs, batch_size=batch_size,
         validation_batch_size=256,  # the same validation loss in fewer steps
-        shuffle=True, verbose=0, callbacks=[early, checkpoint, _LogEpoch()],
+        shuffle=True, verbose=0, callbacks=callbacks,
     )
     elapsed = time.perf_counter() - start
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
     ran = len(history.get("loss", []))
     best = int(np.argmin(history["val_loss"])) + 1 if ran else 0
     return TrainResult(head, history, best, elapsed / max(1, ran), early.stopped_epoch > 0)
+
+
+OPTIMIZERS = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
+
+
+def train_head_fast(
+    head: keras.Model,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    eval_x: np.ndarray,
+    eval_y: np.ndarray,
+    epochs: int,
+    batch_size: int,
+    optimizer: str,
+    learning_rate: float,
+    patience: int,
+    seed: int,
+) -> TrainResult:
+    """What :func:`train_head` does, for a tuning trial: the same head, loss, optimizer, learning rate,
+    batch size and early stopping on validation loss (best epoch's weights restored), with each epoch
+    one compiled function instead of Keras ``fit``'s step-by-step loop (3x faster on these small heads:
+    a search trains dozens of them). Batches are drawn in another shuffled order than ``fit``'s, so a
+    trial's eval accuracy can differ slightly from the Trainer's for the same values; no checkpoint
+    file is written.
+    """
+    keras.utils.set_random_seed(seed)
+    opt = OPTIMIZERS[optimizer](learning_rate=learning_rate)
+    loss_fn = keras.losses.CategoricalCrossentropy()
+    variables = head.trainable_variables
+    opt.build(variables)
+    x, y, vx, vy = (tf.convert_to_tensor(a, tf.float32) for a in (train_x, train_y, eval_x, eval_y))
+    n = int(x.shape[0])
+    steps = -(-n // batch_size)
+
+    @tf.function
+    def epoch(order):
+        total = tf.constant(0.0)
+        right = tf.constant(0.0)
+        for i in tf.range(steps):
+            rows = order[i * batch_size:(i + 1) * batch_size]
+            xb, yb = tf.gather(x, rows), tf.gather(y, rows)
+            with tf.GradientTape() as tape:
+                p = head(xb, training=True)
+                loss = loss_fn(yb, p)
+            opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            total += loss * tf.cast(tf.shape(rows)[0], tf.float32)
+            right += tf.reduce_sum(tf.cast(tf.argmax(p, 1) == tf.argmax(yb, 1), tf.float32))
+        vp = head(vx, training=False)
+        val_right = tf.reduce_mean(tf.cast(tf.argmax(vp, 1) == tf.argmax(vy, 1), tf.float32))
+        return total / n, right / n, loss_fn(vy, vp), val_right
+
+    history: Dict[str, List[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    rng = np.random.RandomState(seed)
+    best_loss, best_weights, best, waited = float("inf"), None, 0, 0
+    start = time.perf_counter()
+    for e in range(epochs):
+        values = [float(v) for v in epoch(tf.constant(rng.permutation(n)))]
+        for key, value in zip(history, values):
+            history[key].append(value)
+        if values[2] < best_loss:
+            best_loss, best_weights, best, waited = values[2], head.get_weights(), e + 1, 0
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    if best_weights is not None:
+        head.set_weights(best_weights)
+    ran = len(history["loss"])
+    return TrainResult(head, history, best, (time.perf_counter() - start) / max(1, ran), ran < epochs)
 
 
 class _LogEpoch(keras.callbacks.Callback):

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -125,9 +125,199 @@ class _Branch:
     extra: Dict[str, object] = field(default_factory=dict)
 
 
-def _train(head: keras.Model, train_x, train_y, eval_x, eval_y, spec: TrainSpec, checkpoint: str) -> train_lib.TrainResult:
-    return train_lib.train_head(head, train_x, train_y, eval_x, eval_y, spec.epochs, spec.batch_size, spec.optimizer,
-                                spec.learning_rate, spec.early_stopping_patience, checkpoint, spec.seed)
+@dataclass
+class TrainingData:
+    """What a model's classifiers are fitted on: the train and eval splits, never the test split.
+
+    ``train_x`` / ``eval_x`` are the frozen backbone's features (train: every cached view,
+    view-major); None for a text-only model. ``texts`` turns a text setting into TF-IDF rows,
+    computed once per setting (a tuning search comes back to the same ones).
+    """
+
+    labels: List[str]
+    train: train_lib.Examples
+    evaluation: train_lib.Examples
+    train_y: np.ndarray  # one-hot, one row per train example
+    eval_y: np.ndarray
+    train_x: Optional[np.ndarray] = None
+    eval_x: Optional[np.ndarray] = None
+    texts: Optional[text_lib.TextFeatures] = None
+
+
+def read_training_data(spec: TrainSpec, train_files: Sequence[str], eval_files: Sequence[str],
+                       vocabulary: Optional[Sequence[str]] = None) -> TrainingData:
+    """The train and eval examples of ``spec`` (ids, labels, pictures, its text columns), labels one-hot.
+
+    Raises:
+      ValueError: a split is empty, or an eval label is not in the vocabulary.
+    """
+    train = train_lib.read_examples(train_files, spec.text_columns)
+    evaluation = train_lib.read_examples(eval_files, spec.text_columns)
+    if not train.ids:
+        raise ValueError("the train split is empty: add products or lower data.test_fraction")
+    if not evaluation.ids:
+        raise ValueError("the eval split is empty: early stopping needs validation data; raise "
+                         "data.eval_fraction or add products")
+    labels = list(vocabulary) if vocabulary else sorted(set(train.labels))
+    data = TrainingData(labels, train, evaluation, train_lib.one_hot(train.labels, labels),
+                        train_lib.one_hot(evaluation.labels, labels))
+    if spec.reads_text:
+        data.texts = text_lib.TextFeatures(train.text(spec.text_columns), evaluation.text(spec.text_columns))
+    return data
+
+
+def load_features(spec: TrainSpec, data: TrainingData, features_dir: str) -> None:
+    """Puts the ``BackboneFeatures`` artifact's train and eval rows into ``data``, in example order.
+
+    Raises:
+      ValueError: an example has no features, or the views differ from ``spec``'s.
+    """
+    data.train_x = features_lib.align(features_lib.load_split(features_dir, "train"), data.train.ids)
+    data.eval_x = features_lib.align(features_lib.load_split(features_dir, "eval"), data.evaluation.ids)
+    views = features_lib.read_info(features_dir).views
+    if views != spec.views:
+        raise ValueError(f"the features in {features_dir} have {views} views per training picture; this model "
+                         f"needs {spec.views} (augmentation / augmented_views differ)")
+
+
+@dataclass
+class Fitted:
+    """A model's trained classifiers (image head, text classifier, fusion) and how they did on eval."""
+
+    labels: List[str]
+    image: Optional[_Branch]
+    text: Optional[_Branch]
+    featurizer: Optional[text_lib.TextFeaturizer]
+    fusion: Optional[fusion_lib.Fusion]
+    eval_probabilities: np.ndarray
+    val_accuracy: float
+    val_loss: float  # log loss of ``eval_probabilities``
+
+    def predict(self, image_x: Optional[np.ndarray], texts: Optional[Sequence[str]]) -> np.ndarray:
+        """Probabilities of examples from their backbone features and / or texts (as the exported model)."""
+        image_p = _predict(self.image.result.head, image_x) if self.image else None
+        if not self.text:
+            return image_p
+        rows = text_lib.featurize(self.featurizer, list(texts))
+        text_p = _predict(self.text.result.head, rows)
+        if image_p is None:
+            return text_p
+        return fusion_lib.fuse_numpy(image_p, text_p, rows.max(axis=1) > 0, self.fusion.image_weight,
+                                     self.fusion.text_weight)
+
+
+def _predict(head: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """``head``'s probabilities, called eagerly: ``predict`` traces a new function for every new head
+    (a tuning search builds dozens), which costs more than these small heads' forward pass."""
+    if len(x) == 0:
+        return np.zeros((0, int(head.output_shape[-1])), np.float32)
+    return np.concatenate([keras.ops.convert_to_numpy(head(x[i:i + batch_size], training=False))
+                           for i in range(0, len(x), batch_size)])
+
+
+def _train(head: keras.Model, train_x, train_y, eval_x, eval_y, spec: TrainSpec, checkpoint: Optional[str],
+           epochs: Optional[int], quiet: bool, trial: bool = False) -> train_lib.TrainResult:
+    if trial:
+        return train_lib.train_head_fast(head, train_x, train_y, eval_x, eval_y,
+                                         spec.epochs if epochs is None else epochs, spec.batch_size, spec.optimizer,
+                                         spec.learning_rate, spec.early_stopping_patience, spec.seed)
+    return train_lib.train_head(head, train_x, train_y, eval_x, eval_y, spec.epochs if epochs is None else epochs,
+                                spec.batch_size, spec.optimizer, spec.learning_rate, spec.early_stopping_patience,
+                                checkpoint, spec.seed, log_epochs=not quiet)
+
+
+def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels] + 1e-7)))
+
+
+def fit_classifiers(spec: TrainSpec, data: TrainingData, run_dir: Optional[str] = None,
+                    strategy: Optional[tf.distribute.Strategy] = None, epochs: Optional[int] = None,
+                    quiet: bool = False, trial: bool = False) -> Fitted:
+    """Trains ``spec``'s classifiers on ``data`` (train), early-stopped and fused on its eval split.
+
+    Args:
+      spec: the recipe (head size, dropout, optimizer, text settings...).
+      data: from :func:`read_training_data` (and :func:`load_features` for a model that reads pictures).
+      run_dir: where the best-epoch checkpoints go; None keeps them in memory (a tuning trial).
+      strategy: the distribution strategy the heads are built under (default: the current one).
+      epochs: the most epochs to train (default: ``spec.epochs``; Hyperband gives each trial its own).
+      quiet: log no epoch (a tuning trial logs one line of its own).
+      trial: train as a tuning trial (``train.train_head_fast``: same recipe, one compiled function
+        per epoch, no checkpoint file).
+
+    Raises:
+      ValueError: as :func:`text.fit_vocabulary` (no usable token).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(spec.seed)
+    checkpoint = (lambda name: os.path.join(run_dir, name)) if run_dir else (lambda name: None)
+    image = text = None
+    featurizer = None
+    if spec.reads_images:
+        with strategy.scope():
+            head = model_lib.build_head(int(data.train_x.shape[1]), len(data.labels), spec.dense_units, spec.dropout,
+                                        spec.seed, train_features=data.train_x)
+        train_y = np.concatenate([data.train_y] * spec.views)
+        result = _train(head, data.train_x, train_y, data.eval_x, data.eval_y, spec,
+                        checkpoint("best_epoch.weights.h5"), epochs, quiet, trial)
+        image = _Branch(result, _predict(head, data.eval_x))
+    if spec.reads_text:
+        vocab, featurizer, train_t, eval_t = data.texts.get(spec.text_settings())
+        with strategy.scope():
+            text_head = model_lib.build_text_head(len(vocab), len(data.labels), spec.text_dropout, spec.seed)
+        result = _train(text_head, train_t, data.train_y, eval_t, data.eval_y, spec,
+                        checkpoint("best_epoch_text.weights.h5"), epochs, quiet, trial)
+        text = _Branch(result, _predict(text_head, eval_t),
+                       {"vocabulary_size": len(vocab), "train_texts_without_known_token": int(np.sum(train_t.max(axis=1) == 0)),
+                        "eval_texts_without_known_token": int(np.sum(eval_t.max(axis=1) == 0))})
+    y_eval = data.eval_y.argmax(axis=1)
+    fusion = None
+    if image and text:
+        has_text = eval_t.max(axis=1) > 0
+        fusion = fusion_lib.fit(image.eval_probabilities, text.eval_probabilities, has_text, y_eval)
+        probabilities = fusion_lib.fuse_numpy(image.eval_probabilities, text.eval_probabilities, has_text,
+                                              fusion.image_weight, fusion.text_weight)
+    else:
+        probabilities = (image or text).eval_probabilities
+    return Fitted(data.labels, image, text, featurizer, fusion, probabilities,
+                  float(np.mean(probabilities.argmax(axis=1) == y_eval)), log_loss(probabilities, y_eval))
+
+
+@dataclass
+class TestData:
+    """The test split as the tuning comparison reads it (after both recipes are trained)."""
+
+    labels: np.ndarray  # class ids
+    image_x: Optional[np.ndarray]
+    texts: Optional[List[str]]
+
+
+def _test_data(spec: TrainSpec, test_files: Sequence[str], features_dir: Optional[str],
+               labels: Sequence[str]) -> "TestData | str":
+    """The test split's labels, features and texts for the tuning comparison, or why there are none."""
+    if not test_files:
+        return "no test split was given to the Trainer"
+    try:
+        test = train_lib.read_examples(test_files, spec.text_columns)
+    except FileNotFoundError as e:
+        return str(e)
+    if not test.ids:
+        return "the test split is empty"
+    image_x = None
+    if spec.reads_images:
+        if not features_dir:
+            return "the backbone features were computed by the Trainer (train and eval only)"
+        try:
+            image_x = features_lib.align(features_lib.load_split(features_dir, "test"), test.ids)
+        except FileNotFoundError:
+            return (f"{features_dir} holds no test features (BackboneFeatures computes them when a model on its "
+                    "backbone is tuned)")
+    index = {label: i for i, label in enumerate(labels)}
+    known = [i for i, label in enumerate(test.labels) if label in index]
+    texts = test.text(spec.text_columns) if spec.reads_text else None
+    return TestData(np.array([index[test.labels[i]] for i in known], np.int64),
+                    image_x[known] if image_x is not None else None,
+                    [texts[i] for i in known] if texts is not None else None)
 
 
 def fit_and_export(
@@ -138,6 +328,8 @@ def fit_and_export(
     model_run_dir: str,
     vocabulary: Optional[Sequence[str]] = None,
     features_dir: Optional[str] = None,
+    tuned: Optional[Dict[str, object]] = None,
+    test_files: Sequence[str] = (),
 ) -> Dict[str, object]:
     """Trains the model's classifiers and exports the full model.
 
@@ -149,6 +341,11 @@ def fit_and_export(
       vocabulary: the labels in output order (the schema's label domain); None: the sorted labels
         of the train split.
       features_dir: the ``BackboneFeatures`` artifact of ``spec``'s backbone; None: computed here.
+      tuned: the Tuner's best values (``best_hyperparameters``' ``values``): the model is trained
+        with them instead of ``spec``'s, and ``spec``'s own recipe is trained beside it for the
+        comparison recorded in the metadata (``tuning``).
+      test_files: with ``tuned``, the test split's file patterns, read only after both recipes are
+        trained, for the comparison's test accuracy (never for a choice; the gate's figure is TFMA's).
 
     Returns:
       The metadata written next to the model (also in ``assets.extra/metadata.json``).
@@ -156,34 +353,28 @@ def fit_and_export(
     Raises:
       backbones.WeightsUnavailable: ImageNet weights are missing and random ones are not allowed.
       ValueError: an eval label is not in the vocabulary, a split is empty, the features do not
-        match the examples or the backbone's weights.
+        match the examples or the backbone's weights, a tuned value is not a setting of this model.
     """
+    from placedemarche.components.tuner import space as space_lib
+
     timings: Dict[str, float] = {}
     start = time.perf_counter()
+    default_spec = spec
+    if tuned is not None:
+        spec = space_lib.apply(spec, tuned)
     keras.utils.set_random_seed(spec.seed)
     if spec.mixed_precision and tf.config.list_logical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")
-    train = train_lib.read_examples(train_files, spec.text_columns)
-    evaluation = train_lib.read_examples(eval_files, spec.text_columns)
-    if not train.ids:
-        raise ValueError("the train split is empty: add products or lower data.test_fraction")
-    if not evaluation.ids:
-        raise ValueError("the eval split is empty: early stopping needs validation data; raise "
-                         "data.eval_fraction or add products")
-    labels = list(vocabulary) if vocabulary else sorted(set(train.labels))
-    train_y1, eval_y = train_lib.one_hot(train.labels, labels), train_lib.one_hot(evaluation.labels, labels)
+    data = read_training_data(spec, train_files, eval_files, vocabulary)
     timings["read_seconds"] = time.perf_counter() - start
     os.makedirs(model_run_dir, exist_ok=True)
     strategy = distribution_strategy()
     metadata: Dict[str, object] = {
         "candidate": spec.name, "backbone": spec.backbone, "image_size": spec.image_size if spec.reads_images else None,
         "data_fingerprint": data_fingerprint(list(train_files) + list(eval_files)),
-        "train_examples": len(train.ids), "eval_examples": len(evaluation.ids),
+        "train_examples": len(data.train.ids), "eval_examples": len(data.evaluation.ids),
     }
-    image: Optional[_Branch] = None
-    text: Optional[_Branch] = None
-    extractor = featurizer = None
-
+    extractor = None
     if spec.reads_images:
         t = time.perf_counter()
         with strategy.scope():
@@ -192,57 +383,32 @@ def fit_and_export(
             problem = features_lib.check_weights(features_dir, extractor)
             if problem:
                 raise ValueError(problem)
-            train_x = features_lib.align(features_lib.load_split(features_dir, "train"), train.ids)
-            eval_x = features_lib.align(features_lib.load_split(features_dir, "eval"), evaluation.ids)
-            views = features_lib.read_info(features_dir).views
-            if views != spec.views:
-                raise ValueError(f"the features in {features_dir} have {views} views per training picture; this model "
-                                 f"needs {spec.views} (augmentation / augmented_views differ)")
+            load_features(spec, data, features_dir)
             timings["feature_source"] = features_dir  # type: ignore[assignment]
         else:
             computed = os.path.join(model_run_dir, "features")
-            features_lib.compute(spec.feature_spec(), {"train": (train.ids, train.images),
-                                                       "eval": (evaluation.ids, evaluation.images)}, computed)
-            train_x = features_lib.load_split(computed, "train").x
-            eval_x = features_lib.load_split(computed, "eval").x
+            features_lib.compute(spec.feature_spec(), {"train": (data.train.ids, data.train.images),
+                                                       "eval": (data.evaluation.ids, data.evaluation.images)}, computed)
+            load_features(spec, data, computed)
         timings["feature_seconds"] = time.perf_counter() - t
-        with strategy.scope():
-            head = model_lib.build_head(int(extractor.output_shape[-1]), len(labels), spec.dense_units, spec.dropout,
-                                        spec.seed, train_features=train_x)
-        train_y = np.concatenate([train_y1] * spec.views)
-        result = _train(head, train_x, train_y, eval_x, eval_y, spec, os.path.join(model_run_dir, "best_epoch.weights.h5"))
-        image = _Branch(result, head.predict(eval_x, batch_size=256, verbose=0))
         metadata.update(weights=weights_source, augmentation=spec.augmentation, augmented_views=spec.views,
-                        train_feature_rows=int(train_x.shape[0]))
-
-    if spec.reads_text:
-        t = time.perf_counter()
-        settings = spec.text_settings()
-        vocab = text_lib.fit_vocabulary(train.text(spec.text_columns), settings)
-        featurizer = text_lib.TextFeaturizer(vocab, settings)
-        train_t = text_lib.featurize(featurizer, train.text(spec.text_columns))
-        eval_t = text_lib.featurize(featurizer, evaluation.text(spec.text_columns))
-        timings["text_feature_seconds"] = time.perf_counter() - t
-        with strategy.scope():
-            text_head = model_lib.build_text_head(len(vocab), len(labels), spec.text_dropout, spec.seed)
-        result = _train(text_head, train_t, train_y1, eval_t, eval_y, spec,
-                        os.path.join(model_run_dir, "best_epoch_text.weights.h5"))
-        text = _Branch(result, text_head.predict(eval_t, batch_size=256, verbose=0),
-                       {"vocabulary_size": len(vocab), "train_texts_without_known_token": int(np.sum(train_t.max(axis=1) == 0)),
-                        "eval_texts_without_known_token": int(np.sum(eval_t.max(axis=1) == 0))})
+                        train_feature_rows=int(data.train_x.shape[0]))
+    t = time.perf_counter()
+    fitted = fit_classifiers(spec, data, model_run_dir, strategy)
+    image, text, fusion = fitted.image, fitted.text, fitted.fusion
+    timings["fit_seconds"] = time.perf_counter() - t
+    if text:
         metadata.update(text_columns=list(spec.text_columns), text=text.extra)
-
-    y_eval = eval_y.argmax(axis=1)
-    fusion = None
-    has_text = eval_t.max(axis=1) > 0 if text else None
-    if image and text:
-        fusion = fusion_lib.fit(image.eval_probabilities, text.eval_probabilities, has_text, y_eval)
-        fused = fusion_lib.fuse_numpy(image.eval_probabilities, text.eval_probabilities, has_text,
-                                      fusion.image_weight, fusion.text_weight)
-        val_accuracy = float(np.mean(fused.argmax(axis=1) == y_eval))
+    if fusion:
         metadata["fusion"] = asdict(fusion)
-    else:
-        val_accuracy = float(np.mean((image or text).eval_probabilities.argmax(axis=1) == y_eval))
+    val_accuracy = fitted.val_accuracy
+    y_eval = data.eval_y.argmax(axis=1)
+    if tuned is not None:
+        t = time.perf_counter()
+        metadata["tuning"] = space_lib.compare(default_spec, spec, tuned, fitted,
+                                               fit_classifiers(default_spec, data, None, strategy, quiet=True),
+                                               _test_data(spec, test_files, features_dir, data.labels))
+        timings["default_recipe_seconds"] = time.perf_counter() - t
     branches = {name: b for name, b in (("image", image), ("text", text)) if b}
     main = image or text
     metadata.update(
@@ -259,8 +425,8 @@ def fit_and_export(
     t = time.perf_counter()
     try:
         classifier = export_lib.Classifier(
-            labels, spec.image_size, extractor=extractor, image_head=image.result.head if image else None,
-            featurizer=featurizer, text_head=text.result.head if text else None, fusion=fusion,
+            data.labels, spec.image_size, extractor=extractor, image_head=image.result.head if image else None,
+            featurizer=fitted.featurizer, text_head=text.result.head if text else None, fusion=fusion,
             text_columns=spec.text_columns, max_image_pixels=spec.max_image_pixels)
         export_lib.export(classifier, serving_model_dir, metadata)
         timings["export_seconds"] = time.perf_counter() - t

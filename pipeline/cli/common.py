@@ -189,4 +189,3 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "2")
     if not verbose:
         filter_native_stderr()
-

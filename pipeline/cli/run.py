@@ -42,6 +42,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_run(report: dict) -> None:
+    # Imported here: the review package imports TensorFlow, which must start after setup_logging.
+    from placedemarche.pipeline.review.rendering import tuning_lines
+
     print(f"run folder: {report['run_dir']}")
     for node in report["nodes"]:
         seconds = f"{node['seconds']:>7.1f} s" if node["seconds"] is not None else ""
@@ -63,6 +66,8 @@ def _print_run(report: dict) -> None:
             verdict = {True: "BLESSED", False: "not blessed", None: "not evaluated"}[c["blessed"]]
             print(f"  {c['name']:<14} {reads:<42} val {common.fmt(c.get('val_accuracy'))}  test {common.fmt(c['test_accuracy'])}  "
                   f"{verdict:<13} infra {c['infra_validation'] or 'not run'}{'  PUSHED' if c['pushed'] else ''}")
+            for line in tuning_lines(c.get("tuning"), "      "):
+                print(line)
             for check in c["checks"]:
                 if not check["passed"]:
                     print(f"      [FAIL] {check['explanation']}")

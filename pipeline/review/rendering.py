@@ -38,6 +38,23 @@ def _infra_text(infra: Optional[Dict[str, Any]]) -> str:
         f"{_fmt(infra.get('latency_budget_ms'), 0)} ms)" if latency else "")
 
 
+def tuning_lines(tuning: Optional[dict], indent: str = "    ") -> List[str]:
+    """A tuned model's settings beside the defaults, and the eval and test accuracy of both recipes."""
+    if not tuning:
+        return []
+    d, t = tuning["default"], tuning["tuned"]
+    changed = tuning.get("changed") or []
+    lines = [f"{indent}tuned head: {', '.join(changed) or 'the defaults kept (no trial beat them on eval)'}"]
+    for key, v in tuning["values"].items():
+        mark = "*" if key in changed else " "
+        lines.append(f"{indent}  {mark} {key:<18} default {v['default']!s:<10} tuned {v['tuned']!s}")
+    test_note = "" if tuning.get("test_examples") else f" (test: {tuning.get('test_note', 'none')})"
+    lines.append(f"{indent}  eval accuracy default {_fmt(d['val_accuracy'])} tuned {_fmt(t['val_accuracy'])}; "
+                 f"test accuracy default {_fmt(d.get('test_accuracy'))} tuned {_fmt(t.get('test_accuracy'))}"
+                 f"{test_note}")
+    return lines
+
+
 def render_text(review: Dict[str, Any]) -> str:
     cands, base = review["candidates"], review["baseline"]
     lines = [f"run: {review['run_dir']}",
@@ -70,6 +87,7 @@ def render_text(review: Dict[str, Any]) -> str:
             lines.append(f"  fusion: image weight {f['image_weight']}, text weight {f['text_weight']} (chosen on the eval "
                          f"split); eval accuracy image alone {_fmt(b.get('image'))} (= without text), text alone "
                          f"{_fmt(b.get('text'))}, fused {_fmt(c.get('val_accuracy'))}")
+        lines.extend(tuning_lines(c.get("tuning"), "  "))
         for p in (c["infra_validation"] or {}).get("problems", []):
             if not (c["infra_validation"] or {}).get("skipped"):
                 lines.append(f"  - {p}")

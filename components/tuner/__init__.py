@@ -1,0 +1,1 @@
+"""HeadTuner: KerasTuner search over a candidate's head on the cached backbone features."""
