@@ -209,6 +209,17 @@ def write_html(review: Dict[str, Any], path: Optional[str] = None) -> str:
             fusion = (f"<p>Fusion: image weight {f['image_weight']}, text weight {f['text_weight']} (chosen on the eval "
                       f"split); eval accuracy of the image alone (= a request without text) {_fmt(b.get('image'))}, "
                       f"text alone {_fmt(b.get('text'))}, fused {_fmt(c.get('val_accuracy'))}.</p>")
+        tuning = ""
+        if c.get("tuning"):
+            t = c["tuning"]
+            rows = "".join(
+                f"<tr class='{'changed' if k in t['changed'] else ''}'><td>{e(k)}</td><td>{e(str(v['default']))}</td>"
+                f"<td>{e(str(v['tuned']))}</td></tr>" for k, v in t["values"].items())
+            accuracy = "".join(
+                f"<tr><td>{label}</td><td>{_fmt(t['default'].get(key))}</td><td>{_fmt(t['tuned'].get(key))}</td></tr>"
+                for label, key in (("eval accuracy", "val_accuracy"), ("test accuracy", "test_accuracy")))
+            tuning = (f"<table class='tuning'><tr><th>tuned head</th><th>default</th><th>tuned</th></tr>{rows}"
+                      f"{accuracy}</table>")
         status = c.get("status") or ("blessed" if c["blessed"] else "not blessed")
         candidate_rows += (
             f"<section class='candidate' data-name='{e(c['name'])}' data-blessed='{str(c['blessed']).lower()}' "
@@ -217,7 +228,7 @@ def write_html(review: Dict[str, Any], path: Optional[str] = None) -> str:
             f"{' &mdash; PUSHED' if c['pushed'] else ''}</h3><p>{e(status)}. Infra validation: {e(_infra_text(c['infra_validation']))}.</p>"
             f"<table class='thresholds'><tr><th>check</th><th>value</th><th>threshold</th><th>result</th><th>explanation</th></tr>{checks}</table>"
             f"<p>McNemar ({e(m['method'])}): p = {m['p_value']:.4g}; right where the baseline was wrong: "
-            f"{m['candidate_only_correct']}, the reverse: {m['baseline_only_correct']}.</p>{fusion}</section>")
+            f"{m['candidate_only_correct']}, the reverse: {m['baseline_only_correct']}.</p>{fusion}{tuning}</section>")
     plots = _plots(review)
     images = "".join(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='{plots[key]}'>"
                      for key, title in (("confusion", "Confusion matrices (test split)"),
@@ -238,7 +249,7 @@ def write_html(review: Dict[str, Any], path: Optional[str] = None) -> str:
 body {{ font-family: sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
 td:first-child, .thresholds td:last-child {{ text-align: left; }} .pass td {{ background: #e8f6e8; }} .fail, .fail td {{ background: #fbe4e4; }}
-#decision.blessed {{ color: #17701f; }} #decision.not-blessed {{ color: #a11; }} img {{ max-width: 100%; }}
+.tuning .changed td {{ font-weight: bold; }} #decision.blessed {{ color: #17701f; }} #decision.not-blessed {{ color: #a11; }} img {{ max-width: 100%; }}
 </style></head>
 <body data-blessed="{str(review['blessed']).lower()}" data-pushed-candidate="{e(str(review['pushed_candidate'] or ''))}">
 <h1>Blessing review</h1>
