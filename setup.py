@@ -40,6 +40,7 @@ setup(
         "matplotlib==3.9.2",
         "PyYAML>=6",
         "tqdm>=4.60",
+        "keras-tuner==1.4.7",  # the Tuner nodes (also a TFX dependency)
     ],
     extras_require={"test": ["pytest==8.3.3"]},
     entry_points={"console_scripts": ["placedemarche=placedemarche.pipeline.cli:main"]},

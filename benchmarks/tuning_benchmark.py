@@ -7,7 +7,7 @@ Measured in one process, with the pipeline's default config (random backbone wei
 weights cannot be downloaded here):
 
 - **feature extraction**: EfficientNet-B7 over the train, eval and test pictures, once (as the
-  ``BackboneFeatures`` node with ``with_test``), timed and reported apart;
+  ``Features_efficientnet_b7`` and ``TestFeatures_efficientnet_b7`` nodes), timed and reported apart;
 - **tuning** of each candidate: ``search.tune`` with ``--trials`` trials (plus the default recipe's
   reference training) on those features, exactly as the ``Tuner_<candidate>`` node runs it; target
   for ``b7_image``: 20 trials <= 60 s on 2 cores;
@@ -49,7 +49,7 @@ def main() -> None:
     from placedemarche.components.trainer import features as features_lib
     from placedemarche.components.trainer import trainer as trainer_lib
     from placedemarche.components.tuner import search
-    from placedemarche.components.tuner import space as space_lib
+    from placedemarche.components.trainer import space as space_lib
     from placedemarche.pipeline import config as config_lib
     from placedemarche.pipeline import pipeline as pipeline_lib
 

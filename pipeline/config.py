@@ -44,6 +44,7 @@ OPTIMIZERS: Tuple[str, ...] = ("rmsprop", "adam", "sgd")
 LOSSES: Tuple[str, ...] = ("categorical_crossentropy",)
 METRICS: Tuple[str, ...] = ("accuracy",)
 TUNING_ALGORITHMS: Tuple[str, ...] = ("random", "bayesian", "hyperband")
+COMPUTE_DTYPES: Tuple[str, ...] = ("float32", "bfloat16", "auto")
 MASKERS: Tuple[str, ...] = ("inpaint_telea", "inpaint_ns", "blur", "mean")
 _PIPELINE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # Kubeflow V2 refuses anything else
 _SERVING_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -212,6 +213,10 @@ class TrainingConfig:
         False, "Train on random backbone weights when ImageNet weights cannot be had (demos, tests)"
     )
     mixed_precision: bool = _field(False, "mixed_float16 on GPUs")
+    compute_dtype: str = _field(
+        "float32", "The backbone's compute when making the features the heads train on: float32, bfloat16, or "
+        "auto (bfloat16 only where the CPU / GPU / TPU has it natively; detected and logged)",
+        choices=COMPUTE_DTYPES)
     seed: int = _field(42, "Random seed of the head initialisation and shuffling", min=0)
 
 
@@ -278,6 +283,10 @@ class ServingConfig:
     num_batch_threads: int = _field(4, "Batching: batches run in parallel (TF Serving)", min=1)
     max_enqueued_batches: int = _field(100, "Batching: queue length before requests are refused (TF Serving)", min=1)
     max_request_mb: int = _field(64, "Largest request accepted (MiB)", min=1, max=2047)
+    compute_dtype: str = _field(
+        "float32", "The backbone's compute inside the exported model (what the gate evaluates and TF Serving "
+        "runs): float32, bfloat16, or auto (decided on the machine that trains). float32 by default: serving "
+        "nodes may lack native bfloat16, where it is emulated and slower", choices=COMPUTE_DTYPES)
 
 
 @dataclass(frozen=True)

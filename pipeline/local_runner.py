@@ -156,7 +156,7 @@ def _model_summary(model: run_reader.TrainedModel) -> Optional[Dict[str, Any]]:
     m = model.metadata
     return {"backbone": m.get("backbone"), "text_columns": m.get("text_columns") or [], "weights": m.get("weights"),
             "best_epoch": m.get("best_epoch"), "epochs_run": m.get("epochs_run"), "val_accuracy": m.get("val_accuracy"),
-            "branch_val_accuracy": m.get("branch_val_accuracy"), "fusion": m.get("fusion"), "tuning": m.get("tuning"),
+            "branch_val_accuracy": m.get("branch_val_accuracy"), "fusion": m.get("fusion"), "tuning": m.get("tuning"), "compute_dtype": m.get("compute_dtype"),
             "model": model.model_dir}
 
 

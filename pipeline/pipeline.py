@@ -68,6 +68,10 @@ def tuner_id(candidate: str) -> str:
     return f"Tuner_{candidate}"
 
 
+def test_features_id(features_node: str) -> str:
+    return f"Test{features_node}"
+
+
 def tuned_candidates(config: PipelineConfig) -> List[str]:
     """The candidates a Tuner searches before their Trainer (all enabled ones when ``tuning.enabled``)."""
     return [c.name for c in config.enabled_candidates] if config.tuning.enabled else []
@@ -111,7 +115,11 @@ def feature_groups(config: PipelineConfig) -> Dict[str, Tuple[Tuple, List[str]]]
 def node_ids(config: PipelineConfig) -> Tuple[str, ...]:
     """Every node of the full pipeline for ``config``, in run order."""
     names = [c.name for c in config.enabled_candidates]
-    ids = list(DATA_STAGES) + list(feature_groups(config)) + [tuner_id(n) for n in tuned_candidates(config)]
+    tuned = tuned_candidates(config)
+    groups = feature_groups(config)
+    ids = list(DATA_STAGES) + list(groups) + [test_features_id(g) for g, (_, users) in groups.items()
+                                              if any(u in tuned for u in users)]
+    ids += [tuner_id(n) for n in tuned]
     ids += [BASELINE_TRAINER] + [trainer_id(n) for n in names]
     ids.append(EVALUATOR)
     for name in names:
@@ -125,8 +133,8 @@ def _models(config: PipelineConfig) -> List[Tuple[str, ModelConfig]]:
 
 def train_spec(config: PipelineConfig, model: ModelConfig, name: str) -> Dict[str, Any]:
     """The HeadTrainer's ``spec`` parameter: the model's section merged with the training section."""
-    return asdict(TrainSpec.from_dicts({**asdict(model), "name": name, "max_image_pixels": config.data.max_image_pixels},
-                                       asdict(config.training)))
+    return asdict(TrainSpec.from_dicts({**asdict(model), "name": name, "max_image_pixels": config.data.max_image_pixels,
+                                        "serving_dtype": config.serving.compute_dtype}, asdict(config.training)))
 
 
 def default_schema_file() -> str:
@@ -166,6 +174,7 @@ def create_pipeline(
     nodes: List[base_node.BaseNode] = list(stages)
 
     features_of: Dict[str, Any] = {}
+    test_features_of: Dict[str, Any] = {}
     tuned = tuned_candidates(config)
     for node_id, (key, users) in feature_groups(config).items():
         backbone, weights, size, views = key
@@ -173,13 +182,24 @@ def create_pipeline(
             examples=examples, backbone=backbone, weights=weights, image_size=size, views=views,
             seed=config.training.seed, allow_random_weights=config.training.allow_random_weights,
             batch_size=config.training.batch_size,
-            # The test pictures too when a user is tuned: its Trainer reports both recipes' test accuracy.
-            with_test=any(u in tuned for u in users),
+            compute_dtype=config.training.compute_dtype,
         ).with_id(node_id)
         node.add_upstream_node(data_gate)  # compute features only of data that passed validation
         nodes.append(node)
         for user in users:
             features_of[user] = node.outputs["features"]
+        if any(u in tuned for u in users):
+            # The test pictures' features, apart: only tuned candidates' Trainers read them (their report
+            # compares the default and the tuned recipe on test), and the train / eval node keeps its cache.
+            test_node = BackboneFeatures(
+                examples=examples, backbone=backbone, weights=weights, image_size=size, views=views,
+                seed=config.training.seed, allow_random_weights=config.training.allow_random_weights,
+                batch_size=config.training.batch_size, splits=["test"], compute_dtype=config.training.compute_dtype,
+            ).with_id(test_features_id(node_id))
+            test_node.add_upstream_node(data_gate)
+            nodes.append(test_node)
+            for user in users:
+                test_features_of[user] = test_node.outputs["features"]
 
     tuners: Dict[str, HeadTuner] = {}
     for c in config.enabled_candidates:
@@ -196,7 +216,8 @@ def create_pipeline(
         tuner = tuners.get(name) if role == "candidate" else None
         node = HeadTrainer(examples=examples, schema=schema_gen.outputs["schema"], features=features_of.get(name),
                            spec=train_spec(config, model, name), role=role,
-                           hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None).with_id(node_id)
+                           hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
+                           test_features=test_features_of.get(name) if tuner else None).with_id(node_id)
         node.add_upstream_node(data_gate)
         return node
 

@@ -19,7 +19,7 @@ from placedemarche.components.trainer.executor import Executor as TrainerExecuto
 from placedemarche.components.trainer.trainer import TrainSpec
 from placedemarche.components.tuner import constants as c
 from placedemarche.components.tuner import search
-from placedemarche.components.tuner import space as space_lib
+from placedemarche.components.trainer import space as space_lib
 from placedemarche.components.tuner.executor import Executor as TunerExecutor
 from placedemarche.pipeline import kubeflow
 from placedemarche.pipeline import pipeline as pipeline_lib
@@ -72,12 +72,13 @@ def _image_data(sample_examples, fake_features, spec):
     return data
 
 
-def test_the_same_seed_gives_the_same_best_values_and_another_seed_other_trials(sample_examples, fake_features):
+@pytest.mark.parametrize("algorithm", ["random", "bayesian", "hyperband"])
+def test_the_same_seed_gives_the_same_best_values_and_another_seed_other_trials(algorithm, sample_examples, fake_features):
     spec = _spec()
     data = _image_data(sample_examples, fake_features, spec)
-    first = search.tune(spec, data, search.TuningSettings(max_trials=4, algorithm="random", seed=5))
-    again = search.tune(spec, data, search.TuningSettings(max_trials=4, algorithm="random", seed=5))
-    other = search.tune(spec, data, search.TuningSettings(max_trials=4, algorithm="random", seed=6))
+    first = search.tune(spec, data, search.TuningSettings(max_trials=4, algorithm=algorithm, seed=5))
+    again = search.tune(spec, data, search.TuningSettings(max_trials=4, algorithm=algorithm, seed=5))
+    other = search.tune(spec, data, search.TuningSettings(max_trials=4, algorithm=algorithm, seed=6))
     assert first.best_values == again.best_values
     assert [t.values for t in first.trials] == [t.values for t in again.trials]
     assert [t.val_accuracy for t in first.trials] == [t.val_accuracy for t in again.trials]
@@ -90,7 +91,7 @@ def test_the_same_seed_gives_the_same_best_values_and_another_seed_other_trials(
     # Every trial's values are in the search space and name the candidate's own settings.
     space = space_lib.search_space(spec)
     for trial in first.trials:
-        assert set(trial.values) == {"dense_units", "dropout", "learning_rate", "optimizer"}
+        assert set(trial.values) == {"dense_units", "dropout", "learning_rate", "optimizer"}, trial
         assert trial.values["dense_units"] in space.get_config()["space"][0]["config"]["values"]
         assert 0.0 <= trial.values["dropout"] <= 0.6 and 1e-4 <= trial.values["learning_rate"] <= 1e-2
 
@@ -100,11 +101,58 @@ def test_every_algorithm_searches_and_hyperband_gives_trials_an_epoch_budget(alg
     spec = _spec(epochs=6)
     data = _image_data(sample_examples, fake_features, spec)
     result = search.tune(spec, data, search.TuningSettings(max_trials=3, algorithm=algorithm, seed=1))
-    assert len(result.trials) == 3 and all(t.status == "COMPLETED" for t in result.trials)
+    searched = [t for t in result.trials if not t.trial_id.startswith("final-")]
+    assert len(searched) == 3 and all(t.status == "COMPLETED" for t in result.trials)
     if algorithm == "hyperband":
-        assert all(t.epochs is not None and t.epochs_run <= t.epochs < spec.epochs for t in result.trials)
+        assert all(t.epochs is not None and t.epochs_run <= t.epochs < spec.epochs for t in searched)
+        # Reduced-budget scores do not choose: the best values were trained again at the full epochs.
+        finals = [t for t in result.trials if t.trial_id.startswith("final-")]
+        assert finals and all(t.epochs is None for t in finals)
+        assert result.best_trial in [search.DEFAULT_TRIAL] + [t.trial_id for t in finals]
     else:
         assert all(t.epochs is None for t in result.trials)
+
+
+def test_failed_trials_are_recorded_and_the_search_goes_on(sample_examples, fake_features, monkeypatch):
+    spec = _spec()
+    data = _image_data(sample_examples, fake_features, spec)
+    real = search.fit_classifiers
+
+    def failing(trial_spec, *args, **kwargs):
+        if trial_spec != spec:  # every proposed value fails; the configured recipe trains
+            raise ValueError("no token appears in at least 99 train texts")
+        return real(trial_spec, *args, **kwargs)
+
+    monkeypatch.setattr(search, "fit_classifiers", failing)
+    result = search.tune(spec, data, search.TuningSettings(max_trials=5, seed=3))
+    assert [t.status for t in result.trials] == ["FAILED"] * 5  # KerasTuner alone would stop after 3
+    assert all("99 train texts" in t.error for t in result.trials)
+    assert result.best_trial == search.DEFAULT_TRIAL and result.best_values == space_lib.defaults(spec)
+
+
+def test_an_untrained_head_is_not_tuned(sample_examples, fake_features):
+    spec = _spec(epochs=0)
+    result = search.tune(spec, _image_data(sample_examples, fake_features, spec), search.TuningSettings(max_trials=5))
+    assert result.trials == [] and result.best_values == space_lib.defaults(spec)
+
+
+def test_a_kind_of_ngram_the_candidate_reads_none_of_stays_off():
+    words_only = space_lib.search_space(_spec(text_columns=TEXT, text_char_ngrams=(0, 0))).values
+    assert "text_char_ngrams" not in words_only and "text_max_chars" not in words_only
+    chars_only = space_lib.search_space(_spec(text_columns=TEXT, text_word_ngrams=(0, 0)))
+    assert "text_word_ngrams" not in chars_only.values
+    char_choices = next(h for h in chars_only.space if h.name == "text_char_ngrams").values
+    assert "0-0" not in char_choices  # switching chars off too would leave no text
+
+
+def test_a_fitted_models_predictions_on_its_eval_rows_are_its_eval_probabilities(sample_examples, fake_features):
+    """``Fitted.predict`` (used for the default-vs-tuned test accuracy) answers as training scored it, fusion included."""
+    spec = _spec(text_columns=TEXT, name="b0_text")
+    data = _image_data(sample_examples, fake_features, spec)
+    fitted = trainer_lib.fit_classifiers(spec, data, None, quiet=True)
+    assert fitted.fusion is not None
+    again = fitted.predict(data.eval_x, data.evaluation.text(TEXT))
+    assert np.allclose(again, fitted.eval_probabilities, atol=1e-5)
 
 
 def test_text_settings_are_searched_and_rows_come_from_one_count_per_ngram_range(sample_examples):
@@ -227,9 +275,11 @@ def test_with_tuning_off_the_graph_and_every_node_parameter_are_as_before(tmp_pa
     assert config.tuning.enabled is False  # the default
     pipeline = pipeline_lib.create_pipeline(config, str(tmp_path / "root"))
     ids = [n.id for n in pipeline.components]
-    assert not [i for i in ids if i.startswith("Tuner_")] and sorted(ids) == sorted(pipeline_lib.node_ids(config))
+    assert not [i for i in ids if i.startswith(("Tuner_", "TestFeatures_"))]
+    assert sorted(ids) == sorted(pipeline_lib.node_ids(config))
     for node_id in pipeline_lib.feature_groups(config):
-        assert _node(pipeline, node_id).exec_properties.get(features_constants.WITH_TEST) is None
+        assert _node(pipeline, node_id).exec_properties.get(features_constants.SPLITS_PARAM) is None
+        assert _node(pipeline, node_id).exec_properties.get(features_constants.COMPUTE_DTYPE) is None
     for name in ("b7_image", "b7_text"):
         trainer = _node(pipeline, pipeline_lib.trainer_id(name))
         assert trainer_constants.HYPERPARAMETERS_KEY not in trainer.inputs
@@ -249,13 +299,19 @@ def test_with_tuning_on_each_candidate_gets_a_tuner_before_its_trainer_and_kubef
         assert tuner.inputs[c.FEATURES_KEY].producer_component_id == "Features_efficientnet_b7"
         assert json.loads(tuner.exec_properties[c.TUNING]) == {"algorithm": "bayesian", "max_trials": 7, "seed": 42}
         assert json.loads(tuner.exec_properties[c.SPEC]) == json.loads(trainer.exec_properties[trainer_constants.SPEC])
-    # The baseline is not tuned; the test pictures are computed for the tuned backbone only.
-    assert trainer_constants.HYPERPARAMETERS_KEY not in _node(pipeline, pipeline_lib.BASELINE_TRAINER).inputs
-    assert _node(pipeline, "Features_efficientnet_b7").exec_properties[features_constants.WITH_TEST] == 1
-    assert _node(pipeline, "Features_vgg19_2views").exec_properties.get(features_constants.WITH_TEST) is None
+        # The test pictures' features come from a node of their own, read by the Trainer only.
+        assert trainer.inputs[trainer_constants.TEST_FEATURES_KEY].producer_component_id == "TestFeatures_efficientnet_b7"
+        assert not [k for k, ch in tuner.inputs.items() if ch.producer_component_id.startswith("TestFeatures_")]
+    # The baseline is not tuned; the train / eval features node keeps its parameters (and its cache).
+    baseline = _node(pipeline, pipeline_lib.BASELINE_TRAINER)
+    assert trainer_constants.HYPERPARAMETERS_KEY not in baseline.inputs and trainer_constants.TEST_FEATURES_KEY not in baseline.inputs
+    assert _node(pipeline, "TestFeatures_efficientnet_b7").exec_properties[features_constants.SPLITS_PARAM] == "test"
+    assert _node(pipeline, "Features_efficientnet_b7").exec_properties.get(features_constants.SPLITS_PARAM) is None
+    assert "TestFeatures_vgg19_2views" not in [n.id for n in pipeline.components]
+    assert sorted(n.id for n in pipeline.components) == sorted(pipeline_lib.node_ids(config))
     compiled = kubeflow.compile_pipeline(config.replace(**{"runner.pipeline_root": "gs://b/p"}), str(tmp_path / "kfp.yaml"))
     tasks = compiled["pipeline_spec"]["root"]["dag"]["tasks"]
-    assert {"Tuner_b7_image", "Tuner_b7_text"} <= set(tasks)
+    assert {"Tuner_b7_image", "Tuner_b7_text", "TestFeatures_efficientnet_b7"} <= set(tasks)
     assert "Tuner_b7_text" in tasks["Trainer_b7_text"].get("dependentTasks", [])
 
 

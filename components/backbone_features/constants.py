@@ -11,7 +11,8 @@ VIEWS = "views"
 SEED = "seed"
 ALLOW_RANDOM_WEIGHTS = "allow_random_weights"
 BATCH_SIZE = "batch_size"
-WITH_TEST = "with_test"  # 1: the test split's pictures too (a tuned candidate's comparison)
+COMPUTE_DTYPE = "compute_dtype"  # training.compute_dtype: float32 (absent), bfloat16 or auto
+SPLITS_PARAM = "splits"  # optional, comma-separated; absent: train and eval
 
 FEATURES_TYPE_NAME = "placedemarche.BackboneFeatures"
 SPLITS = ("train", "eval")

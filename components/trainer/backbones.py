@@ -16,6 +16,8 @@ from typing import Callable, Dict, Optional, Tuple
 
 import keras
 
+from placedemarche.components.trainer import precision
+
 logger = logging.getLogger(__name__)
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/keras-applications/"  # EfficientNet
@@ -94,7 +96,7 @@ def get(name: str) -> Backbone:
 
 
 def build(
-    name: str, image_size: int, weights: str, allow_random: bool = False
+    name: str, image_size: int, weights: str, allow_random: bool = False, compute_dtype: str = "float32"
 ) -> Tuple[keras.Model, str]:
     """The frozen backbone with global average pooling, taking float 0..255 RGB pixels.
 
@@ -104,6 +106,8 @@ def build(
       weights: ``"imagenet"`` (Keras cache, else a download), ``"none"`` (random), or a local
         weights file path (air-gapped clusters, images with weights baked in).
       allow_random: when ImageNet weights cannot be had, use random weights instead of failing.
+      compute_dtype: ``float32`` or ``bfloat16`` (``precision``: the layers compute in bfloat16,
+        the variables stay float32, the features are cast back to float32).
 
     Returns:
       ``(model, weights_source)``: the model maps ``[batch, size, size, 3]`` pixels to features;
@@ -114,6 +118,11 @@ def build(
         are not allowed; the message names the expected file and the ways to provide it.
       FileNotFoundError: ``weights`` is a path that does not exist.
     """
+    with precision.policy(compute_dtype):
+        return _build(name, image_size, weights, allow_random)
+
+
+def _build(name: str, image_size: int, weights: str, allow_random: bool) -> Tuple[keras.Model, str]:
     backbone = get(name)
     shape = (image_size, image_size, 3)
     inputs = keras.Input(shape=shape, name="pixels")
@@ -148,5 +157,5 @@ def build(
         net = backbone.constructor(include_top=False, weights=weights, input_shape=shape, pooling="avg")
         source = f"file {weights}"
     net.trainable = False
-    features = net(backbone.preprocess(inputs), training=False)
+    features = keras.ops.cast(net(backbone.preprocess(inputs), training=False), "float32")
     return keras.Model(inputs, features, name=f"{name}_features"), source

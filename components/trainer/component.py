@@ -2,7 +2,8 @@
 
 Inputs: ``examples`` (the ingested splits: labels, text), ``schema`` (the label domain: the model's
 classes), ``features`` (the ``BackboneFeatures`` of the model's backbone; absent for a text-only
-model) and, optionally, ``hyperparameters``. Parameters: ``spec`` (the candidate's or baseline's
+model) and, optionally, ``hyperparameters`` (a Tuner's best values) with ``test_features`` (the
+test pictures' features, for the report comparing the default and the tuned recipe). Parameters: ``spec`` (the candidate's or baseline's
 settings and the training recipe, JSON) and ``role`` (``candidate`` / ``baseline``). Outputs, as
 TFX's Trainer writes them, so the Evaluator, the infra validator and the Pusher take them:
 ``model`` (``Model``: the SavedModel under ``Format-Serving``) and ``model_run`` (``ModelRun``:
@@ -37,6 +38,7 @@ class HeadTrainerSpec(ComponentSpec):
         c.SCHEMA_KEY: ChannelParameter(type=standard_artifacts.Schema, optional=True),
         c.FEATURES_KEY: ChannelParameter(type=BackboneFeaturesArtifact, optional=True),
         c.HYPERPARAMETERS_KEY: ChannelParameter(type=standard_artifacts.HyperParameters, optional=True),
+        c.TEST_FEATURES_KEY: ChannelParameter(type=BackboneFeaturesArtifact, optional=True),
     }
     OUTPUTS = {
         c.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -50,9 +52,11 @@ class HeadTrainer(base_component.BaseComponent):
 
     def __init__(self, examples: types.BaseChannel, spec: Dict[str, Any], role: str,
                  schema: Optional[types.BaseChannel] = None, features: Optional[types.BaseChannel] = None,
-                 hyperparameters: Optional[types.BaseChannel] = None):
+                 hyperparameters: Optional[types.BaseChannel] = None,
+                 test_features: Optional[types.BaseChannel] = None):
         super().__init__(spec=HeadTrainerSpec(
             examples=examples, schema=schema, features=features, hyperparameters=hyperparameters,
+            test_features=test_features,
             spec=json.dumps(spec, sort_keys=True), role=role,
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun),

@@ -3,6 +3,7 @@
 EXAMPLES_KEY = "examples"
 SCHEMA_KEY = "schema"
 FEATURES_KEY = "features"
+TEST_FEATURES_KEY = "test_features"  # a tuned candidate's test pictures, for its default-vs-tuned report
 HYPERPARAMETERS_KEY = "hyperparameters"
 MODEL_KEY = "model"
 MODEL_RUN_KEY = "model_run"

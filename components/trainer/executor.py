@@ -39,6 +39,7 @@ class Executor(base_executor.BaseExecutor):
         model_run = artifact_utils.get_single_instance(output_dict[c.MODEL_RUN_KEY])
         spec = TrainSpec.from_dicts(json.loads(exec_properties[c.SPEC]), {})
         hyperparameters = input_dict.get(c.HYPERPARAMETERS_KEY)
+        test_features = input_dict.get(c.TEST_FEATURES_KEY)
         tuned = None
         if hyperparameters:
             from placedemarche.components.tuner.executor import read_best_values
@@ -53,6 +54,7 @@ class Executor(base_executor.BaseExecutor):
             vocabulary=label_domain(artifact_utils.get_single_uri(schema) if schema else None),
             features_dir=artifact_utils.get_single_uri(features) if features else None,
             tuned=tuned,
+            test_features_dir=artifact_utils.get_single_uri(test_features) if test_features else None,
             # Read only with tuned values, after both recipes are trained: the comparison's test accuracy.
             test_files=[os.path.join(examples.uri, "Split-test", "*.gz")] if tuned is not None else (),
         )

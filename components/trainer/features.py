@@ -50,6 +50,7 @@ class FeatureSpec:
     seed: int
     allow_random_weights: bool = False
     batch_size: int = 32
+    compute_dtype: str = "float32"  # resolved (``precision.resolve``): float32 or bfloat16
 
     def __post_init__(self):
         if self.views < 1:
@@ -69,6 +70,8 @@ class FeatureInfo:
     dim: int
     rows: Dict[str, int] = field(default_factory=dict)  # per split: pictures (not views)
     timings: Dict[str, float] = field(default_factory=dict)
+    compute_dtype: str = "float32"  # the backbone's compute when the features were made
+    compute_dtype_reason: str = ""  # what ``auto`` found, or "as configured"
 
 
 @dataclass
@@ -96,12 +99,12 @@ def build_backbone(spec: FeatureSpec) -> Tuple[keras.Model, str]:
     build the same frozen network again (3.5 s for EfficientNet-B7). The Trainer still checks the
     weights' fingerprint against the features'.
     """
-    key = (spec.backbone, spec.weights, spec.image_size, spec.seed, spec.allow_random_weights)
+    key = (spec.backbone, spec.weights, spec.image_size, spec.seed, spec.allow_random_weights, spec.compute_dtype)
     keras.utils.set_random_seed(spec.seed)
     if key in _BUILT:
         _BUILT.move_to_end(key)
         return _BUILT[key]
-    built = backbones.build(spec.backbone, spec.image_size, spec.weights, spec.allow_random_weights)
+    built = backbones.build(spec.backbone, spec.image_size, spec.weights, spec.allow_random_weights, spec.compute_dtype)
     _BUILT[key] = built
     while len(_BUILT) > _BUILT_KEEP:
         _BUILT.popitem(last=False)
@@ -128,6 +131,7 @@ def compute(
     spec: FeatureSpec,
     images: Dict[str, Tuple[List[str], List[bytes]]],
     out_dir: str,
+    dtype_reason: str = "",
 ) -> FeatureInfo:
     """Computes and writes the features of each split's pictures.
 
@@ -136,6 +140,7 @@ def compute(
       images: split name → ``(uniq_ids, encoded pictures)``; augmented views are computed for the
         ``train`` split only (evaluation always sees the plain picture).
       out_dir: the features folder (created).
+      dtype_reason: why the backbone computes in ``spec.compute_dtype`` (recorded).
 
     Returns:
       What was written to ``features.json``.
@@ -152,6 +157,7 @@ def compute(
                  if spec.views > 1 else None)
     info = FeatureInfo(spec.backbone, spec.image_size, spec.views, spec.seed, source, fingerprint,
                        int(extractor.output_shape[-1]))
+    info.compute_dtype, info.compute_dtype_reason = spec.compute_dtype, dtype_reason
     tf.io.gfile.makedirs(out_dir)
     computed = 0
     t = time.perf_counter()
@@ -173,8 +179,8 @@ def compute(
                     "pictures_per_second": round(computed / seconds, 3) if seconds else 0.0}
     with tf.io.gfile.GFile(os.path.join(out_dir, INFO_FILE), "w") as f:
         f.write(json.dumps(asdict(info), indent=2))
-    logger.info("%s features: %s pictures in %.1f s (%.2f per second)", spec.backbone, info.rows, seconds,
-                info.timings["pictures_per_second"])
+    logger.info("%s features (%s): %s pictures in %.1f s (%.2f per second)", spec.backbone, spec.compute_dtype,
+                info.rows, seconds, info.timings["pictures_per_second"])
     return info
 
 

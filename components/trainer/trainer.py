@@ -28,6 +28,7 @@ from placedemarche.components.trainer import export as export_lib
 from placedemarche.components.trainer import features as features_lib
 from placedemarche.components.trainer import fusion as fusion_lib
 from placedemarche.components.trainer import model as model_lib
+from placedemarche.components.trainer import precision
 from placedemarche.components.trainer import text as text_lib
 from placedemarche.components.trainer import train as train_lib
 
@@ -64,6 +65,8 @@ class TrainSpec:
     text_min_df: int = 2
     text_dropout: float = 0.5
     max_image_pixels: int = 60_000_000  # data.max_image_pixels: the served model refuses larger pictures
+    compute_dtype: str = "float32"  # training.compute_dtype: the features' backbone (float32 / bfloat16 / auto)
+    serving_dtype: str = "float32"  # serving.compute_dtype: the exported backbone (float32 / bfloat16 / auto)
 
     @classmethod
     def from_dicts(cls, model: Dict, training: Dict) -> "TrainSpec":
@@ -89,9 +92,10 @@ class TrainSpec:
     def views(self) -> int:
         return self.augmented_views if self.augmentation else 1
 
-    def feature_spec(self) -> features_lib.FeatureSpec:
+    def feature_spec(self, compute_dtype: str = "float32") -> features_lib.FeatureSpec:
+        """The backbone's settings, computing in ``compute_dtype`` (resolved: float32 or bfloat16)."""
         return features_lib.FeatureSpec(self.backbone, self.weights, self.image_size, self.views, self.seed,
-                                        self.allow_random_weights, self.batch_size)
+                                        self.allow_random_weights, self.batch_size, compute_dtype)
 
     def text_settings(self) -> text_lib.TextSettings:
         return text_lib.TextSettings(tuple(self.text_word_ngrams), tuple(self.text_char_ngrams), self.text_max_words,
@@ -260,14 +264,16 @@ def fit_classifiers(spec: TrainSpec, data: TrainingData, run_dir: Optional[str] 
         train_y = np.concatenate([data.train_y] * spec.views)
         result = _train(head, data.train_x, train_y, data.eval_x, data.eval_y, spec,
                         checkpoint("best_epoch.weights.h5"), epochs, quiet, trial)
-        image = _Branch(result, _predict(head, data.eval_x))
+        image = _Branch(result, _predict(head, data.eval_x) if trial else
+                        head.predict(data.eval_x, batch_size=256, verbose=0))
     if spec.reads_text:
         vocab, featurizer, train_t, eval_t = data.texts.get(spec.text_settings())
         with strategy.scope():
             text_head = model_lib.build_text_head(len(vocab), len(data.labels), spec.text_dropout, spec.seed)
         result = _train(text_head, train_t, data.train_y, eval_t, data.eval_y, spec,
                         checkpoint("best_epoch_text.weights.h5"), epochs, quiet, trial)
-        text = _Branch(result, _predict(text_head, eval_t),
+        text = _Branch(result, _predict(text_head, eval_t) if trial else
+                       text_head.predict(eval_t, batch_size=256, verbose=0),
                        {"vocabulary_size": len(vocab), "train_texts_without_known_token": int(np.sum(train_t.max(axis=1) == 0)),
                         "eval_texts_without_known_token": int(np.sum(eval_t.max(axis=1) == 0))})
     y_eval = data.eval_y.argmax(axis=1)
@@ -293,7 +299,7 @@ class TestData:
 
 
 def _test_data(spec: TrainSpec, test_files: Sequence[str], features_dir: Optional[str],
-               labels: Sequence[str]) -> "TestData | str":
+               labels: Sequence[str], extractor: Optional[keras.Model] = None) -> "TestData | str":
     """The test split's labels, features and texts for the tuning comparison, or why there are none."""
     if not test_files:
         return "no test split was given to the Trainer"
@@ -306,18 +312,18 @@ def _test_data(spec: TrainSpec, test_files: Sequence[str], features_dir: Optiona
     image_x = None
     if spec.reads_images:
         if not features_dir:
-            return "the backbone features were computed by the Trainer (train and eval only)"
+            return "no test features were given to the Trainer (a TestFeatures node computes them for tuned candidates)"
+        problem = features_lib.check_weights(features_dir, extractor) if extractor is not None else None
+        if problem:
+            return problem
         try:
             image_x = features_lib.align(features_lib.load_split(features_dir, "test"), test.ids)
         except FileNotFoundError:
-            return (f"{features_dir} holds no test features (BackboneFeatures computes them when a model on its "
-                    "backbone is tuned)")
+            return f"{features_dir} holds no test features"
+    # A test label the model does not have (absent from the schema's domain) counts as wrong, as in the gate.
     index = {label: i for i, label in enumerate(labels)}
-    known = [i for i, label in enumerate(test.labels) if label in index]
     texts = test.text(spec.text_columns) if spec.reads_text else None
-    return TestData(np.array([index[test.labels[i]] for i in known], np.int64),
-                    image_x[known] if image_x is not None else None,
-                    [texts[i] for i in known] if texts is not None else None)
+    return TestData(np.array([index.get(label, -1) for label in test.labels], np.int64), image_x, texts)
 
 
 def fit_and_export(
@@ -330,6 +336,7 @@ def fit_and_export(
     features_dir: Optional[str] = None,
     tuned: Optional[Dict[str, object]] = None,
     test_files: Sequence[str] = (),
+    test_features_dir: Optional[str] = None,
 ) -> Dict[str, object]:
     """Trains the model's classifiers and exports the full model.
 
@@ -346,6 +353,8 @@ def fit_and_export(
         comparison recorded in the metadata (``tuning``).
       test_files: with ``tuned``, the test split's file patterns, read only after both recipes are
         trained, for the comparison's test accuracy (never for a choice; the gate's figure is TFMA's).
+      test_features_dir: with ``tuned``, the test pictures' features (a ``BackboneFeatures`` artifact
+        of the test split).
 
     Returns:
       The metadata written next to the model (also in ``assets.extra/metadata.json``).
@@ -355,7 +364,7 @@ def fit_and_export(
       ValueError: an eval label is not in the vocabulary, a split is empty, the features do not
         match the examples or the backbone's weights, a tuned value is not a setting of this model.
     """
-    from placedemarche.components.tuner import space as space_lib
+    from placedemarche.components.trainer import space as space_lib
 
     timings: Dict[str, float] = {}
     start = time.perf_counter()
@@ -377,19 +386,27 @@ def fit_and_export(
     extractor = None
     if spec.reads_images:
         t = time.perf_counter()
+        # The backbone inside the exported model computes in the serving dtype: what the gate evaluates,
+        # the infra validator loads, SHAP explains and TF Serving runs. Its weights are float32 either way.
+        served, served_why = precision.resolve(spec.serving_dtype, "serving.compute_dtype")
         with strategy.scope():
-            extractor, weights_source = features_lib.build_backbone(spec.feature_spec())
+            extractor, weights_source = features_lib.build_backbone(spec.feature_spec(served))
         if features_dir:
             problem = features_lib.check_weights(features_dir, extractor)
             if problem:
                 raise ValueError(problem)
             load_features(spec, data, features_dir)
+            info = features_lib.read_info(features_dir)
             timings["feature_source"] = features_dir  # type: ignore[assignment]
         else:
             computed = os.path.join(model_run_dir, "features")
-            features_lib.compute(spec.feature_spec(), {"train": (data.train.ids, data.train.images),
-                                                       "eval": (data.evaluation.ids, data.evaluation.images)}, computed)
+            dtype, why = precision.resolve(spec.compute_dtype, "training.compute_dtype")
+            info = features_lib.compute(spec.feature_spec(dtype), {"train": (data.train.ids, data.train.images),
+                                                                   "eval": (data.evaluation.ids, data.evaluation.images)},
+                                        computed, dtype_reason=why)
             load_features(spec, data, computed)
+        metadata["compute_dtype"] = {"features": info.compute_dtype, "features_reason": info.compute_dtype_reason,
+                                     "served": served, "served_reason": served_why}
         timings["feature_seconds"] = time.perf_counter() - t
         metadata.update(weights=weights_source, augmentation=spec.augmentation, augmented_views=spec.views,
                         train_feature_rows=int(data.train_x.shape[0]))
@@ -405,9 +422,11 @@ def fit_and_export(
     y_eval = data.eval_y.argmax(axis=1)
     if tuned is not None:
         t = time.perf_counter()
+        same = spec == default_spec  # the Tuner kept the defaults: the model is the default recipe's
         metadata["tuning"] = space_lib.compare(default_spec, spec, tuned, fitted,
-                                               fit_classifiers(default_spec, data, None, strategy, quiet=True),
-                                               _test_data(spec, test_files, features_dir, data.labels))
+                                               fitted if same else fit_classifiers(default_spec, data, None, strategy,
+                                                                                   quiet=True),
+                                               _test_data(spec, test_files, test_features_dir, data.labels, extractor))
         timings["default_recipe_seconds"] = time.perf_counter() - t
     branches = {name: b for name, b in (("image", image), ("text", text)) if b}
     main = image or text

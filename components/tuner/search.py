@@ -12,8 +12,10 @@ an input: the gate's test accuracy stays an unbiased estimate.
 
 Algorithms are KerasTuner's oracles (``random``, ``bayesian``, ``hyperband``), seeded. Hyperband gives
 each trial an epoch budget (``tuner/epochs``): the trial trains at most that many epochs from scratch
-(no warm start from an earlier round); the Trainer then trains the chosen values with the full
-epochs and early stopping.
+(no warm start from an earlier round); since those scores are not comparable with the default
+recipe's full training, its best three values are trained again at the full epochs (``final-<n>``
+trials) and the choice is made among those and the defaults. A failed trial is recorded and the
+search goes on.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from tqdm import tqdm
 
 from placedemarche.components.trainer import train as train_lib
 from placedemarche.components.trainer.trainer import Fitted, TrainingData, TrainSpec, fit_classifiers
-from placedemarche.components.tuner import space as space_lib
+from placedemarche.components.trainer import space as space_lib
 
 logger = logging.getLogger(__name__)
 
@@ -116,17 +118,25 @@ class TuningResult:
         return [{"trial_id": t.trial_id, "score": t.val_accuracy, "val_loss": t.val_loss, **t.values} for t in done]
 
 
+HYPERBAND_FINALISTS = 3  # Hyperband's best values retrained at the full epochs before the choice
+
+
 def _oracle(settings: TuningSettings, hp: kt.HyperParameters, max_epochs: int) -> kt.Oracle:
     objective = kt.Objective(OBJECTIVE, direction="max")
+    # A failed trial (e.g. a vocabulary setting that leaves no token) is recorded and the search goes
+    # on: KerasTuner's default would end the whole search after 3 failures in a row.
+    common = dict(objective=objective, seed=settings.seed, hyperparameters=hp,
+                  max_consecutive_failed_trials=settings.max_trials + 1)
     if settings.algorithm == "random":
-        oracle = kt.oracles.RandomSearchOracle(objective=objective, max_trials=settings.max_trials, seed=settings.seed,
-                                               hyperparameters=hp)
+        oracle = kt.oracles.RandomSearchOracle(max_trials=settings.max_trials, **common)
     elif settings.algorithm == "bayesian":
-        oracle = kt.oracles.BayesianOptimizationOracle(objective=objective, max_trials=settings.max_trials,
-                                                       seed=settings.seed, hyperparameters=hp)
+        # KerasTuner starts with 3 random points per searched setting (12 to 24 here), which would leave
+        # 20 trials mostly random: a third of the trials, at least 2, are random; the rest are guided.
+        initial = max(2, min(3 * len(hp.space), settings.max_trials // 3))
+        oracle = kt.oracles.BayesianOptimizationOracle(max_trials=settings.max_trials, num_initial_points=initial,
+                                                       **common)
     else:
-        oracle = kt.oracles.HyperbandOracle(objective=objective, max_epochs=max(2, max_epochs), factor=3,
-                                            seed=settings.seed, hyperparameters=hp)
+        oracle = kt.oracles.HyperbandOracle(max_epochs=max(2, max_epochs), factor=3, **common)
     oracle.verbose = 0  # our own progress bar and log lines
     return oracle
 
@@ -137,7 +147,7 @@ def _run(spec: TrainSpec, data: TrainingData, trial_id: str, values: Dict[str, A
     trial = Trial(trial_id, values, "COMPLETED", epochs=epochs)
     try:
         fitted = fit_classifiers(space_lib.apply(spec, values), data, None, epochs=epochs, quiet=True, trial=True)
-    except ValueError as e:  # e.g. a vocabulary setting that leaves no token: that trial fails, the search goes on
+    except (ValueError, MemoryError) as e:  # e.g. no token left, or rows too wide: that trial fails, the search goes on
         trial.status, trial.error = "FAILED", str(e)
         logger.warning("tuning trial %s %s failed: %s", trial_id, values, e)
         return trial, None
@@ -172,6 +182,10 @@ def tune(spec: TrainSpec, data: TrainingData, settings: TuningSettings, work_dir
     logger.info("tuning %s: default recipe val accuracy %.4f (%.1f s); %d %s trials", spec.name,
                 default.val_accuracy, default.seconds, settings.max_trials, settings.algorithm)
     trials: List[Trial] = []
+    if spec.epochs == 0:  # an untrained head (a deliberately weak model): every value gives the same head
+        logger.info("tuning %s: epochs is 0, nothing to tune; the defaults are kept", spec.name)
+        return TuningResult(spec.name, settings.algorithm, settings.seed, settings.max_trials, defaults, dict(defaults),
+                            DEFAULT_TRIAL, default, [], time.perf_counter() - start, hp.get_config())
     with tempfile.TemporaryDirectory(prefix="tuner-") as scratch:
         oracle = _oracle(settings, hp, spec.epochs)
         oracle._set_project_dir(work_dir or scratch, "search")  # KerasTuner's Tuner does the same
@@ -196,7 +210,21 @@ def tune(spec: TrainSpec, data: TrainingData, settings: TuningSettings, work_dir
                             trial.values, "failed" if trial.val_accuracy is None else f"{trial.val_accuracy:.4f}",
                             trial.seconds)
                 bar.update(1)
-    best = min([default] + [t for t in trials if t.status == "COMPLETED"], key=lambda t: t.rank_key)
+    finalists = [t for t in trials if t.status == "COMPLETED"]
+    if settings.algorithm == "hyperband" and finalists:
+        # Hyperband's scores are at reduced epoch budgets (2 epochs in its first bracket), not comparable
+        # with the default recipe's full training: its best values are retrained at the full epochs.
+        best_values: List[Dict[str, Any]] = []
+        for t in sorted(finalists, key=lambda t: t.rank_key):
+            if t.values not in best_values:
+                best_values.append(t.values)
+        finalists = []
+        for i, values in enumerate(best_values[:HYPERBAND_FINALISTS]):
+            trial, _ = _run(spec, data, f"final-{i + 1}", values, None)
+            trials.append(trial)
+            if trial.status == "COMPLETED":
+                finalists.append(trial)
+    best = min([default] + finalists, key=lambda t: t.rank_key)
     best_hp = space_lib.search_space(spec)
     best_hp.values.update(best.values)
     result = TuningResult(spec.name, settings.algorithm, settings.seed, settings.max_trials, defaults, dict(best.values),

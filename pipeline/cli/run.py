@@ -43,7 +43,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _print_run(report: dict) -> None:
     # Imported here: the review package imports TensorFlow, which must start after setup_logging.
-    from placedemarche.pipeline.review.rendering import tuning_lines
+    from placedemarche.pipeline.review.rendering import dtypes, tuning_lines
 
     print(f"run folder: {report['run_dir']}")
     for node in report["nodes"]:
@@ -52,11 +52,12 @@ def _print_run(report: dict) -> None:
     for node, f in report["features"].items():
         rate = (f.get("timings") or {}).get("pictures_per_second")
         print(f"{node}: {f['backbone']} ({f['weights']}), {f['rows']} pictures, {f['views']} view(s), "
-              f"{common.fmt(rate, 2)} backbone passes/s")
+              f"{f.get('compute_dtype', 'float32')}, {common.fmt(rate, 2)} backbone passes/s")
     base = report["baseline"]
     if base:
         print(f"baseline: {base['backbone']} ({base['weights']}), best epoch {base['best_epoch']} of "
-              f"{base['epochs_run']}, validation accuracy {common.fmt(base['val_accuracy'])}")
+              f"{base['epochs_run']}, validation accuracy {common.fmt(base['val_accuracy'])}, compute "
+              f"{dtypes(base)} (features / served)")
     gate = report["gate"]
     if report["candidates"]:
         where = f"test split, {gate['test_examples']} examples; baseline {gate['baseline_accuracy']:.3f}" if gate else "test split"
@@ -64,7 +65,7 @@ def _print_run(report: dict) -> None:
         for c in report["candidates"]:
             reads = (c.get("backbone") or "?") + (" + " + "/".join(c["text_columns"]) if c.get("text_columns") else "")
             verdict = {True: "BLESSED", False: "not blessed", None: "not evaluated"}[c["blessed"]]
-            print(f"  {c['name']:<14} {reads:<42} val {common.fmt(c.get('val_accuracy'))}  test {common.fmt(c['test_accuracy'])}  "
+            print(f"  {c['name']:<14} {reads:<42} {dtypes(c):<11} val {common.fmt(c.get('val_accuracy'))}  test {common.fmt(c['test_accuracy'])}  "
                   f"{verdict:<13} infra {c['infra_validation'] or 'not run'}{'  PUSHED' if c['pushed'] else ''}")
             for line in tuning_lines(c.get("tuning"), "      "):
                 print(line)

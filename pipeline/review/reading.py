@@ -41,7 +41,7 @@ def _model_entry(model: run_reader.TrainedModel, metrics: Dict[str, Any], labels
                      weights=md.get("weights"), image_size=md.get("image_size"), best_epoch=md.get("best_epoch"),
                      epochs_run=md.get("epochs_run"), val_accuracy=md.get("val_accuracy"),
                      branch_val_accuracy=md.get("branch_val_accuracy"), fusion=md.get("fusion"),
-                     tuning=md.get("tuning"), history=(model.history or {}).get("history"))
+                     tuning=md.get("tuning"), compute_dtype=md.get("compute_dtype"), history=(model.history or {}).get("history"))
     return entry
 
 

@@ -18,6 +18,15 @@ def _fmt(value: Optional[float], digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def dtypes(model: Dict[str, Any]) -> str:
+    """``features / served`` compute dtypes of a model's backbone (``bf16 / f32``); ``-`` for a text-only model."""
+    d = model.get("compute_dtype")
+    if not d:
+        return "-" if model.get("backbone") in (None, "none") else "f32 / f32"  # models from before the setting
+    short = {"float32": "f32", "bfloat16": "bf16"}
+    return f"{short.get(d['features'], d['features'])} / {short.get(d['served'], d['served'])}"
+
+
 def reads(model: Dict[str, Any]) -> str:
     """What a model reads, e.g. ``efficientnet_b7 + product_name, description``."""
     text = model.get("text_columns") or []
@@ -69,6 +78,7 @@ def render_text(review: Dict[str, Any]) -> str:
     lines.append(f"{'accuracy':<30}" + "".join(f"{_fmt(m['accuracy']):>{width}}" for m in models))
     lines.append(f"{'macro F1':<30}" + "".join(f"{_fmt(m['macro_f1']):>{width}}" for m in models))
     lines.append(f"{'validation accuracy':<30}" + "".join(f"{_fmt(m.get('val_accuracy')):>{width}}" for m in models))
+    lines.append(f"{'compute (features / served)':<30}" + "".join(f"{dtypes(m)[:width - 1]:>{width}}" for m in models))
     lines.append("per category: accuracy (support)")
     for label in review["labels"]:
         lines.append(f"  {label[:28]:<28}" + "".join(f"{_fmt(m['per_category'][label]['accuracy'], 2):>{width}}"
@@ -190,6 +200,7 @@ def write_html(review: Dict[str, Any], path: Optional[str] = None) -> str:
         row("accuracy", [_fmt(m["accuracy"]) for m in models]),
         row("macro F1", [_fmt(m["macro_f1"]) for m in models]),
         row("validation accuracy (early stopping)", [_fmt(m.get("val_accuracy")) for m in models]),
+        row("backbone compute (features / served)", [e(dtypes(m)) for m in models]),
     ])
     per_category = "".join(
         f"<tr><td>{e(label)}</td><td>{base['per_category'][label]['support']}</td>"

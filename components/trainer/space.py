@@ -24,6 +24,7 @@ TEXT_MAX_WORDS = (5000, 10000, 20000, 40000)
 TEXT_MAX_CHARS = (10000, 30000, 60000)
 TEXT_WORD_NGRAMS = ("1-1", "1-2", "1-3")
 TEXT_CHAR_NGRAMS = ("0-0", "2-4", "3-5")
+NONE = "0-0"
 # KerasTuner's own bookkeeping entries (Hyperband's epoch budget): not settings of the model.
 RESERVED_PREFIX = "tuner/"
 
@@ -54,12 +55,18 @@ def search_space(spec: TrainSpec) -> kt.HyperParameters:
              default=spec.learning_rate)
     hp.Choice("optimizer", _with(OPTIMIZERS, spec.optimizer), default=spec.optimizer)
     if spec.text_columns:
-        hp.Choice("text_max_words", _with(TEXT_MAX_WORDS, spec.text_max_words), default=spec.text_max_words)
-        hp.Choice("text_word_ngrams", _with(TEXT_WORD_NGRAMS, _ngrams(spec.text_word_ngrams)),
-                  default=_ngrams(spec.text_word_ngrams))
-        hp.Choice("text_char_ngrams", _with(TEXT_CHAR_NGRAMS, _ngrams(spec.text_char_ngrams)),
-                  default=_ngrams(spec.text_char_ngrams))
-        hp.Choice("text_max_chars", _with(TEXT_MAX_CHARS, spec.text_max_chars), default=spec.text_max_chars)
+        # A kind of n-gram the candidate reads none of ("0-0") stays off; one it reads may be searched off
+        # only while the other kind is on (a text model needs one or the other).
+        words, chars = _ngrams(spec.text_word_ngrams), _ngrams(spec.text_char_ngrams)
+        if words != NONE:
+            hp.Choice("text_max_words", _with(TEXT_MAX_WORDS, spec.text_max_words), default=spec.text_max_words)
+            hp.Choice("text_word_ngrams", _with(TEXT_WORD_NGRAMS, words), default=words)
+        if chars != NONE:
+            choices = _with(TEXT_CHAR_NGRAMS, chars)
+            if words == NONE:
+                choices = [c for c in choices if c != NONE]
+            hp.Choice("text_char_ngrams", choices, default=chars)
+            hp.Choice("text_max_chars", _with(TEXT_MAX_CHARS, spec.text_max_chars), default=spec.text_max_chars)
     return hp
 
 
@@ -103,7 +110,7 @@ def apply(spec: TrainSpec, values: Mapping[str, Any]) -> TrainSpec:
 
 def _scores(fitted: Fitted, test: "TestData | str") -> Dict[str, Any]:
     scores: Dict[str, Any] = {"val_accuracy": fitted.val_accuracy, "val_loss": fitted.val_loss, "test_accuracy": None}
-    if isinstance(test, TestData):
+    if isinstance(test, TestData) and len(test.labels):
         probabilities = fitted.predict(test.image_x, test.texts)
         scores["test_accuracy"] = float((probabilities.argmax(axis=1) == test.labels).mean())
     return scores
@@ -126,6 +133,8 @@ def compare(default_spec: TrainSpec, tuned_spec: TrainSpec, tuned_values: Mappin
         "default": _scores(default, test),
         "tuned": _scores(tuned, test),
         "test_examples": len(test.labels) if isinstance(test, TestData) else 0,
+        # Counted wrong: the model has no such class (the gate counts them the same way).
+        "test_unknown_labels": int((test.labels < 0).sum()) if isinstance(test, TestData) else 0,
     }
     if not isinstance(test, TestData):
         out["test_note"] = test
