@@ -305,3 +305,28 @@ def test_an_original_photo_and_its_ingested_copy_get_the_same_answer(root, first
         differences.append(float(np.abs(answer[0] - answer[1]).max()))
         assert differences[-1] < 0.15, path.name
     assert np.mean(differences) < 0.05, differences
+
+
+def test_a_tuned_run_reuses_the_features_and_reports_both_recipes(root, cached):
+    """Last in this module: it leaves a tuned run as the folder's latest. With ``tuning.enabled`` a Tuner runs
+    before each candidate's Trainer on the very features already computed (cached), a separate node computes
+    the test pictures' features, and run and review show the tuned values and both recipes' accuracies."""
+    status, report = _run(root, "--set", "tuning.enabled=true", "--set", "tuning.max_trials=2")
+    assert status == 0, report["failure"]
+    states = {n["node"]: n["state"] for n in report["nodes"]}
+    assert states["Features_efficientnet_b0"] == "CACHED"  # tuning does not recompute the train / eval features
+    assert states[pipeline_lib.BASELINE_TRAINER] == "CACHED"  # the baseline is not tuned
+    assert {states[pipeline_lib.tuner_id(n)] for n in ("b7_image", "b7_text")} == {"COMPLETE"}
+    assert states[pipeline_lib.test_features_id("Features_efficientnet_b0")] == "COMPLETE"
+    review = _review(root)
+    for c in report["candidates"]:
+        tuning = c["tuning"]
+        assert set(tuning["values"]) >= {"dense_units", "dropout", "learning_rate", "optimizer"}
+        assert tuning["test_examples"] == report["gate"]["test_examples"]
+        # The Trainer's test figure of the recipe it exported agrees with the gate's (TFMA on the exported
+        # model) to within one product: the same pictures, features from the same backbone.
+        assert abs(tuning["tuned"]["test_accuracy"] - c["test_accuracy"]) <= 1 / tuning["test_examples"] + 1e-9
+        reviewed = next(r for r in review["candidates"] if r["name"] == c["name"])
+        assert reviewed["tuning"] == tuning
+    status, text = _cli("review", "--output", str(root / "run"))
+    assert status == 0 and "tuned head:" in text and "test accuracy default" in text
