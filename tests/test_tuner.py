@@ -313,6 +313,9 @@ def test_with_tuning_on_each_candidate_gets_a_tuner_before_its_trainer_and_kubef
     tasks = compiled["pipeline_spec"]["root"]["dag"]["tasks"]
     assert {"Tuner_b7_image", "Tuner_b7_text", "TestFeatures_efficientnet_b7"} <= set(tasks)
     assert "Tuner_b7_text" in tasks["Trainer_b7_text"].get("dependentTasks", [])
+    executors = compiled["pipeline_spec"]["deploymentSpec"]["executors"]
+    assert "accelerator" in executors["TestFeatures_efficientnet_b7_executor"]["container"]["resources"]  # a backbone step
+    assert "resources" not in executors["Tuner_b7_text_executor"]["container"]  # heads only: CPU
 
 
 @pytest.mark.parametrize("setting, message", [
