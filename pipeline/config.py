@@ -283,6 +283,12 @@ class ServingConfig:
     num_batch_threads: int = _field(4, "Batching: batches run in parallel (TF Serving)", min=1)
     max_enqueued_batches: int = _field(100, "Batching: queue length before requests are refused (TF Serving)", min=1)
     max_request_mb: int = _field(64, "Largest request accepted (MiB)", min=1, max=2047)
+    request_log_dir: Optional[str] = _field(
+        None, "The local server logs a sample of its requests here as tf.Examples (inputs, model version, answer, "
+        "time) for comparing served traffic with training; unset: no log. TF Serving itself cannot: use a gateway")
+    request_log_rate: float = _field(0.1, "Share of requests logged", min=0.0, max=1.0)
+    request_log_max_mb: int = _field(100, "Cap of the request log file (MiB): past it logging stops", min=1,
+                                     max=1_000_000)
     compute_dtype: str = _field(
         "float32", "The backbone's compute inside the exported model (what the gate evaluates and TF Serving "
         "runs): float32, bfloat16, or auto (decided on the machine that trains). float32 by default: serving "

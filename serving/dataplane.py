@@ -26,8 +26,9 @@ MAX_JSON_DEPTH = 32
 class DataPlane:
     """Model lookups, status and predictions over one ModelStore, for every transport."""
 
-    def __init__(self, store: ModelStore):
+    def __init__(self, store: ModelStore, request_log=None):
         self.store = store
+        self.request_log = request_log  # request_log.RequestLog, or None: nothing is logged
 
     @property
     def model_name(self) -> str:
@@ -46,9 +47,12 @@ class DataPlane:
         self._check_name(model_name)
         return self.store.status(version, label)
 
-    @staticmethod
-    def predict(loaded: LoadedVersion, signature_name: str, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        return loaded.run(signature_name or contract.SERVING_DEFAULT, inputs)
+    def predict(self, loaded: LoadedVersion, signature_name: str, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        signature_name = signature_name or contract.SERVING_DEFAULT
+        outputs = loaded.run(signature_name, inputs)
+        if self.request_log is not None:  # after the answer is computed; a logging failure never fails it
+            self.request_log.record(loaded.version, signature_name, inputs, outputs)
+        return outputs
 
     @staticmethod
     def as_serving_error(error: BaseException, what: str) -> ServingError:

@@ -88,6 +88,7 @@ class LocalServer:
       max_input_elements: per gRPC input, the most strings, or elements filled by repetition.
       grpc_threads: gRPC worker threads.
       retry_base_s, retry_max_s: the backoff of a version that failed to load.
+      request_log: a ``request_log.RequestLog`` keeping a sample of the requests, or None.
     """
 
     def __init__(self, model_name: str, base_path: str, rest_port: int = 8501, grpc_port: int = 8500,
@@ -95,10 +96,12 @@ class LocalServer:
                  max_batch_size: int = 32, batch_timeout_ms: float = 2.0, batching: bool = True,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  read_timeout_s: float = DEFAULT_READ_TIMEOUT_S, max_input_elements: int = DEFAULT_MAX_INPUT_ELEMENTS,
-                 grpc_threads: int = 16, retry_base_s: float = 1.0, retry_max_s: float = 60.0):
+                 grpc_threads: int = 16, retry_base_s: float = 1.0, retry_max_s: float = 60.0,
+                 request_log=None):
         self.store = ModelStore(model_name, base_path, labels, poll_seconds, max_batch_size, batch_timeout_ms, batching,
                                 retry_base_s=retry_base_s, retry_max_s=retry_max_s)
-        self.plane = DataPlane(self.store)
+        self.plane = DataPlane(self.store, request_log)
+        self.request_log = request_log
         self.host, self.rest_port, self.grpc_port = host, rest_port, grpc_port
         self.max_request_bytes, self.max_connections, self.read_timeout_s = max_request_bytes, max_connections, read_timeout_s
         self.max_input_elements, self.grpc_threads = max_input_elements, grpc_threads
@@ -125,4 +128,6 @@ class LocalServer:
         if self.grpc:
             self.grpc.stop(grace=1).wait()
         self.store.stop()
+        if self.request_log is not None:
+            self.request_log.close()
 

@@ -40,9 +40,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     print("tensorflow_model_server is not on PATH: starting the LOCAL STAND-IN server (Python; TF Serving's "
           "REST and gRPC APIs for this model, not TF Serving itself)", file=sys.stderr, flush=True)
+    request_log = None
+    if cfg.serving.request_log_dir:
+        from placedemarche.serving.request_log import RequestLog
+
+        request_log = RequestLog(cfg.serving.request_log_dir, cfg.serving.request_log_rate,
+                                 cfg.serving.request_log_max_mb * 1024 * 1024)
+        print(f"logging {cfg.serving.request_log_rate:.0%} of the requests to {request_log.path} "
+              f"(up to {cfg.serving.request_log_max_mb} MB)", flush=True)
     server = LocalServer(name, base, rest_port=rest_port, grpc_port=grpc_port, host=args.host, labels=labels,
                          max_batch_size=cfg.serving.max_batch_size, batch_timeout_ms=cfg.serving.batch_timeout_ms,
-                         max_request_bytes=cfg.serving.max_request_mb * 1024 * 1024).start()
+                         max_request_bytes=cfg.serving.max_request_mb * 1024 * 1024, request_log=request_log).start()
     versions = server.store.loaded_versions()
     shown = "localhost" if args.host in ("127.0.0.1", "0.0.0.0") else args.host
     print(f"serving {name} versions {versions or 'none yet (waiting for one)'} from {base} on {args.host}: "
