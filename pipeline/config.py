@@ -289,6 +289,10 @@ class ServingConfig:
     request_log_rate: float = _field(0.1, "Share of requests logged", min=0.0, max=1.0)
     request_log_max_mb: int = _field(100, "Cap of the request log file (MiB): past it logging stops", min=1,
                                      max=1_000_000)
+    skew_linf: float = _field(0.2, "skew: largest L-infinity distance of a categorical feature (picture format, "
+                              "label) between logged requests and training", min=0.0, max=1.0)
+    skew_jsd: float = _field(0.2, "skew: largest Jensen-Shannon divergence of a numeric feature (picture width, "
+                             "height, text length) between logged requests and training", min=0.0, max=1.0)
     compute_dtype: str = _field(
         "float32", "The backbone's compute inside the exported model (what the gate evaluates and TF Serving "
         "runs): float32, bfloat16, or auto (decided on the machine that trains). float32 by default: serving "

@@ -113,16 +113,16 @@ def _examples(version: int, signature: str, inputs: Dict[str, np.ndarray], outpu
     rows = [dict() for _ in range(n)]
     if contract.EXAMPLES in inputs:  # serving_examples: the features the model reads, as ingestion wrote them
         for row, serialized in zip(rows, _rows(inputs[contract.EXAMPLES], n)):
-            parsed = tf.train.Example.FromString(bytes(serialized)).features.feature
+            parsed = tf.train.Example.FromString(_as_bytes(serialized)).features.feature
             for name in (contract.IMAGE_FEATURE, *contract.TEXT_FEATURES):
                 if name in parsed:
                     row[name] = parsed[name].bytes_list.value[0] if parsed[name].bytes_list.value else b""
     else:
         for row, image in zip(rows, _rows(inputs.get(contract.IMAGES, np.array([b""] * n)), n)):
-            row[contract.IMAGE_FEATURE] = bytes(image)
+            row[contract.IMAGE_FEATURE] = _as_bytes(image)
         if contract.TEXT in inputs:
             for row, text in zip(rows, _rows(inputs[contract.TEXT], n)):
-                row[TEXT_INPUT_FEATURE] = bytes(text)
+                row[TEXT_INPUT_FEATURE] = _as_bytes(text)
     request_id, now = uuid.uuid4().hex, time.time()
     for i, row in enumerate(rows):
         label = labels[i]
@@ -135,6 +135,11 @@ def _examples(version: int, signature: str, inputs: Dict[str, np.ndarray], outpu
             score=tf.train.Feature(float_list=tf.train.FloatList(value=[float(scores[i]) if len(scores) > i else 0.0])),
         )
         yield tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def _as_bytes(value) -> bytes:
+    """A string input's value as bytes (the protocols give bytes; a str is UTF-8 encoded)."""
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
 def _bytes(value: bytes):

@@ -330,3 +330,32 @@ def test_a_tuned_run_reuses_the_features_and_reports_both_recipes(root, cached):
         assert reviewed["tuning"] == tuning
     status, text = _cli("review", "--output", str(root / "run"))
     assert status == 0 and "tuned head:" in text and "test accuracy default" in text
+
+
+def test_skew_flags_a_shifted_label_distribution_in_requests_the_local_server_logged(root, first):
+    """Requests go through the local server with its request log on; ``skew`` compares them with the run's
+    training data through TFDV, names what moved and exits 1; the review links the report."""
+    from placedemarche.serving import client as client_lib
+    from placedemarche.serving.request_log import RequestLog
+    from placedemarche.serving.server import LocalServer
+
+    log_dir = root / "requests"
+    server = LocalServer(CONFIG.serving.model_name, str(root / "run" / "serving" / CONFIG.serving.model_name),
+                         rest_port=0, grpc_port=0, request_log=RequestLog(str(log_dir), rate=1.0)).start()
+    try:
+        client = client_lib.make_client("rest", client_lib.ClientConfig("127.0.0.1", server.rest_port,
+                                                                         CONFIG.serving.model_name))
+        client.wait_until_ready(30)
+        picture = sorted((root / "data" / "Images").glob("*.jpg"))[0].read_bytes()
+        for _ in range(5):  # one listing, sent again and again: one predicted category only
+            client.predict([picture] * 8, texts="Sonata Elegant Analog Watch steel dial")
+    finally:
+        server.stop()
+    status, out = _cli("skew", "--requests", str(log_dir), "--output", str(root / "run"), "--json", *SMALL)
+    report = json.loads(out)
+    assert status == 1 and report["request_rows"] == 40
+    moved = {m["feature"]: m for m in report["moved"]}
+    assert moved["label"]["measure"] == "L-infinity" and moved["label"]["value"] > 0.5
+    assert Path(report["folder"], "skew.json").is_file()
+    status, text = _cli("review", "--output", str(root / "run"))
+    assert status == 0 and f"skew: {report['folder']}" in text

@@ -200,6 +200,37 @@ def _cmd_serving_config(args: argparse.Namespace) -> int:
 
 
 
+def _cmd_skew(args: argparse.Namespace) -> int:
+    from placedemarche.pipeline import outputs, pipeline as pipeline_lib, run_reader, skew
+
+    cfg = config_lib.load_config(args.config, args.overrides)
+    run_dir = os.path.abspath(args.output)
+    try:
+        store = run_reader.open_store(run_dir)
+    except run_reader.RunNotFound as e:
+        raise common.UserError(str(e)) from e
+    node = outputs.latest_node_run(store, cfg.name, pipeline_lib.EXAMPLE_GEN)
+    if node is None or node.state not in outputs.DONE_STATES or "examples" not in node.outputs:
+        raise common.UserError(f"no completed ingestion in {run_dir}: run 'placedemarche run --output {args.output}' first")
+    try:
+        report = skew.compare(skew.training_rows(node.outputs["examples"][0]), skew.request_rows(args.requests),
+                              skew.Thresholds(cfg.serving.skew_linf, cfg.serving.skew_jsd))
+    except skew.SkewError as e:
+        raise common.UserError(str(e)) from e
+    skew.write_report(run_dir, report, args.requests)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"served requests ({report['request_rows']} pictures) vs training ({report['training_rows']} examples), "
+              f"TFDV statistics; report: {report['folder']}")
+        for m in report["measurements"]:
+            print(f"  {'MOVED' if m['moved'] else 'ok':<6} {m['feature']:<15} {m['measure']} {m['value']:.4f} "
+                  f"(threshold {m['threshold']})")
+        if not report["measurements"]:
+            print("  TFDV measured nothing (no feature had statistics on both sides)")
+    return common.EXIT_FAILED if report["moved"] else common.EXIT_OK
+
+
 def register(sub) -> None:
     """Adds this group's subcommands to ``sub`` (the top-level parser's subparsers)."""
     p = sub.add_parser(
@@ -223,6 +254,18 @@ def register(sub) -> None:
     p.add_argument("--local", action="store_true", help="use the local stand-in even if TF Serving is installed")
     common.add_config_arguments(p)
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser(
+        "skew", help="compare logged served requests with a run's training data (TFDV); exit 1 when something moved",
+        description="Reads the request log of 'serve' (serving.request_log_dir) and the train split of RUN_DIR's "
+                    "latest ingestion; TFDV compares picture format and size, text length and the predicted "
+                    "labels with the training labels. Exit status 1 when a measure passes its threshold "
+                    "(serving.skew_linf, serving.skew_jsd).")
+    p.add_argument("--requests", required=True, metavar="DIR", help="the request log folder")
+    p.add_argument("--output", required=True, metavar="RUN_DIR", help="the run folder whose training data is compared")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    common.add_config_arguments(p)
+    p.set_defaults(func=_cmd_skew)
 
     p = sub.add_parser(
         "predict",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -120,6 +121,15 @@ def gather(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
     review["explanations"] = info.explanations["html"] if info.explanations else None
     # The run's other decisions: the reviewed categories its ingestion applied, and its categorising.
     review["reviews_applied"] = (info.ingestion or {}).get("reviews")
+    from placedemarche.pipeline import skew as skew_lib
+
+    latest_skew = skew_lib.latest_report(str(run_dir))
+    review["skew"] = None
+    if latest_skew:
+        with open(latest_skew, encoding="utf-8") as f:
+            found = json.load(f)
+        review["skew"] = {"folder": found["folder"], "moved": [m["feature"] for m in found["moved"]],
+                          "request_rows": found["request_rows"]}
     review["categorized"] = ({k: v for k, v in info.categorized.items() if k != "outputs"}
                              if info.categorized else None)
     return review

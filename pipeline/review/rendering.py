@@ -128,6 +128,9 @@ def render_text(review: Dict[str, Any]) -> str:
                      f"listings without a category: {categorized['predicted']} categorised by version "
                      f"{categorized['model']['version']}, {categorized['review_queue']} to review: "
                      f"{categorized['folder']}")
+    if review.get("skew"):
+        k = review["skew"]
+        lines.append(f"skew: {k['folder']} ({k['request_rows']} logged pictures; moved: {', '.join(k['moved']) or 'nothing'})")
     if review.get("explanations"):
         lines.append(f"explanations: {review['explanations']}")
     if review.get("html"):

@@ -1,0 +1,152 @@
+"""Served traffic vs training: TFDV statistics of the logged requests against a run's training examples.
+
+``placedemarche skew --requests DIR --output RUN_DIR`` reads the request log (``serving/request_log.py``)
+and the train split of the run's latest ingestion, describes both the same way, one row per picture:
+
+- ``picture_format`` and ``picture_width`` / ``picture_height``: of the seller's original (training:
+  the ``source_format``, ``width``, ``height`` ingestion recorded; requests: read from the bytes sent);
+- ``text_length``: characters of ``product_name`` + ``description`` (or of the request's ``text``);
+- ``label``: the training label, against the served model's ``predicted_label``;
+
+computes TFDV statistics of both (``tfdv.generate_statistics_from_dataframe``) and lets TFDV compare
+them (``validate_statistics`` with ``serving_statistics``): L-infinity distance on the categorical
+features, Jensen-Shannon divergence on the numeric ones, thresholds from ``serving.skew_*``. Every
+figure is TFDV's. The report goes to ``RUN_DIR/skew/<time>/`` (``skew.json``, both statistics).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import io
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional
+
+CATEGORICAL = ("picture_format", "label")
+NUMERIC = ("picture_width", "picture_height", "text_length")
+SKEW_DIR = "skew"
+REPORT_FILE = "skew.json"
+
+
+class SkewError(RuntimeError):
+    """The inputs cannot be compared (no log, no training examples)."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    linf: float = 0.2  # L-infinity distance of a categorical feature's distribution
+    jsd: float = 0.2  # Jensen-Shannon divergence of a numeric feature's distribution
+
+
+def _text(features, name: str) -> str:
+    f = features.get(name)
+    return f.bytes_list.value[0].decode("utf-8", "replace") if f is not None and f.bytes_list.value else ""
+
+
+def _picture(data: bytes):
+    """(format, width, height) read from a picture's header; ("unreadable", 0, 0) when it is not one."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return (img.format or "unknown").upper(), int(img.width), int(img.height)
+    except Exception:  # noqa: BLE001 - any undecodable request is one more "unreadable" row
+        return "UNREADABLE", 0, 0
+
+
+def training_rows(examples_uri: str) -> List[Dict[str, Any]]:
+    """The train split's rows (original pictures' format and size, text length, label)."""
+    import tensorflow as tf
+
+    files = sorted(glob.glob(os.path.join(examples_uri, "Split-train", "*.gz")))
+    if not files:
+        raise SkewError(f"no train split in {examples_uri}")
+    rows = []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        f = tf.train.Example.FromString(record.numpy()).features.feature
+        rows.append({"picture_format": _text(f, "source_format").upper() or "UNKNOWN",
+                     "picture_width": int(f["width"].int64_list.value[0]) if f["width"].int64_list.value else 0,
+                     "picture_height": int(f["height"].int64_list.value[0]) if f["height"].int64_list.value else 0,
+                     "text_length": len((_text(f, "product_name") + " " + _text(f, "description")).strip()),
+                     "label": _text(f, "label")})
+    return rows
+
+
+def request_rows(requests_dir: str) -> List[Dict[str, Any]]:
+    """The logged requests' rows (one per picture)."""
+    import tensorflow as tf
+
+    from placedemarche.serving import request_log
+
+    files = sorted(glob.glob(os.path.join(requests_dir, f"{request_log.FILE_PREFIX}*{request_log.FILE_SUFFIX}")))
+    if not files:
+        raise SkewError(f"no request log in {requests_dir} (files {request_log.FILE_PREFIX}*{request_log.FILE_SUFFIX}); "
+                        "serve with --set serving.request_log_dir=DIR first")
+    rows = []
+    for path in files:
+        for record in tf.data.TFRecordDataset(path):
+            f = tf.train.Example.FromString(record.numpy()).features.feature
+            picture = f["image_bytes"].bytes_list.value[0] if "image_bytes" in f else b""
+            kind, width, height = _picture(picture)
+            text = _text(f, "text") or (_text(f, "product_name") + " " + _text(f, "description")).strip()
+            rows.append({"picture_format": kind, "picture_width": width, "picture_height": height,
+                         "text_length": len(text), "label": _text(f, "predicted_label")})
+    if not rows:
+        raise SkewError(f"the request log in {requests_dir} is empty")
+    return rows
+
+
+def _statistics(rows: Iterable[Dict[str, Any]]):
+    import pandas as pd
+    import tensorflow_data_validation as tfdv
+
+    return tfdv.generate_statistics_from_dataframe(pd.DataFrame(list(rows), columns=list(CATEGORICAL + NUMERIC)))
+
+
+def compare(train: List[Dict[str, Any]], served: List[Dict[str, Any]], thresholds: Thresholds) -> Dict[str, Any]:
+    """TFDV's skew measurements of ``served`` against ``train``; ``moved`` lists those past their threshold."""
+    import tensorflow_data_validation as tfdv
+
+    train_stats, served_stats = _statistics(train), _statistics(served)
+    schema = tfdv.infer_schema(train_stats)
+    for name in CATEGORICAL:
+        tfdv.get_feature(schema, name).skew_comparator.infinity_norm.threshold = thresholds.linf
+    for name in NUMERIC:
+        tfdv.get_feature(schema, name).skew_comparator.jensen_shannon_divergence.threshold = thresholds.jsd
+    anomalies = tfdv.validate_statistics(train_stats, schema, serving_statistics=served_stats)
+    measurements = []
+    for info in anomalies.drift_skew_info:
+        feature = ".".join(info.path.step)
+        for m in info.skew_measurements:
+            measure = {"L_INFTY": "L-infinity", "JENSEN_SHANNON_DIVERGENCE": "Jensen-Shannon divergence"}.get(
+                type(m).Type.Name(m.type), type(m).Type.Name(m.type))
+            measurements.append({"feature": feature, "measure": measure, "value": round(m.value, 6),
+                                 "threshold": m.threshold, "moved": m.value > m.threshold})
+    moved = [m for m in measurements if m["moved"]]
+    return {"training_rows": len(train), "request_rows": len(served), "thresholds": vars(thresholds),
+            "measurements": sorted(measurements, key=lambda m: m["feature"]), "moved": moved,
+            "anomalies": {name: info.description for name, info in anomalies.anomaly_info.items()},
+            "_statistics": (train_stats, served_stats)}
+
+
+def write_report(run_dir: str, report: Dict[str, Any], requests_dir: str) -> str:
+    """``RUN_DIR/skew/<UTC time>/skew.json`` and both statistics; returns the folder."""
+    import tensorflow_data_validation as tfdv
+
+    folder = os.path.join(run_dir, SKEW_DIR, dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ"))
+    os.makedirs(folder)
+    train_stats, served_stats = report.pop("_statistics")
+    tfdv.write_stats_text(train_stats, os.path.join(folder, "training_statistics.pbtxt"))
+    tfdv.write_stats_text(served_stats, os.path.join(folder, "request_statistics.pbtxt"))
+    report.update(requests=os.path.abspath(requests_dir), folder=folder)
+    with open(os.path.join(folder, REPORT_FILE), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    return folder
+
+
+def latest_report(run_dir: str) -> Optional[str]:
+    """The newest ``skew.json`` under ``RUN_DIR/skew/``, or None."""
+    found = sorted(glob.glob(os.path.join(run_dir, SKEW_DIR, "*", REPORT_FILE)))
+    return found[-1] if found else None
