@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
-import io
 import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional
+
+logger = logging.getLogger(__name__)
 
 CATEGORICAL = ("picture_format", "label")
 NUMERIC = ("picture_width", "picture_height", "text_length")
@@ -46,13 +48,14 @@ def _text(features, name: str) -> str:
 
 
 def _picture(data: bytes):
-    """(format, width, height) read from a picture's header; ("unreadable", 0, 0) when it is not one."""
-    from PIL import Image
+    """(format, width, height) from a picture's header, as ingestion records the original (after the
+    EXIF orientation, whatever its size); ("UNREADABLE", 0, 0) when it is not a picture."""
+    from placedemarche.components.catalogue_example_gen import images
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            return (img.format or "unknown").upper(), int(img.width), int(img.height)
-    except Exception:  # noqa: BLE001 - any undecodable request is one more "unreadable" row
+        kind, width, height = images.header(data)
+        return kind.upper(), int(width), int(height)
+    except images.ImageRejected:
         return "UNREADABLE", 0, 0
 
 
@@ -60,7 +63,7 @@ def training_rows(examples_uri: str) -> List[Dict[str, Any]]:
     """The train split's rows (original pictures' format and size, text length, label)."""
     import tensorflow as tf
 
-    files = sorted(glob.glob(os.path.join(examples_uri, "Split-train", "*.gz")))
+    files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, "Split-train", "*.gz")))
     if not files:
         raise SkewError(f"no train split in {examples_uri}")
     rows = []
@@ -80,41 +83,64 @@ def request_rows(requests_dir: str) -> List[Dict[str, Any]]:
 
     from placedemarche.serving import request_log
 
-    files = sorted(glob.glob(os.path.join(requests_dir, f"{request_log.FILE_PREFIX}*{request_log.FILE_SUFFIX}")))
+    files = sorted(tf.io.gfile.glob(os.path.join(requests_dir, f"{request_log.FILE_PREFIX}*{request_log.FILE_SUFFIX}")))
     if not files:
         raise SkewError(f"no request log in {requests_dir} (files {request_log.FILE_PREFIX}*{request_log.FILE_SUFFIX}); "
                         "serve with --set serving.request_log_dir=DIR first")
     rows = []
     for path in files:
-        for record in tf.data.TFRecordDataset(path):
-            f = tf.train.Example.FromString(record.numpy()).features.feature
-            picture = f["image_bytes"].bytes_list.value[0] if "image_bytes" in f else b""
-            kind, width, height = _picture(picture)
-            text = _text(f, "text") or (_text(f, "product_name") + " " + _text(f, "description")).strip()
-            rows.append({"picture_format": kind, "picture_width": width, "picture_height": height,
-                         "text_length": len(text), "label": _text(f, "predicted_label")})
+        try:
+            for record in tf.data.TFRecordDataset(path):
+                rows.append(_request_row(tf.train.Example.FromString(record.numpy()).features.feature))
+        except tf.errors.DataLossError:  # a server killed mid-write, or a record being written now
+            logger.warning("%s ends with a truncated record: the complete ones before it are read", path)
     if not rows:
         raise SkewError(f"the request log in {requests_dir} is empty")
     return rows
 
 
-def _statistics(rows: Iterable[Dict[str, Any]]):
+def _request_row(f) -> Dict[str, Any]:
+    """One logged picture as a row; None where the request did not carry that input."""
+    row: Dict[str, Any] = {"picture_format": None, "picture_width": None, "picture_height": None,
+                           "text_length": None, "label": _text(f, "predicted_label")}
+    if "source_format" in f and "width" in f and "height" in f:  # a serving_examples request: the original's
+        row.update(picture_format=_text(f, "source_format").upper() or "UNKNOWN",
+                   picture_width=int(f["width"].int64_list.value[0]), picture_height=int(f["height"].int64_list.value[0]))
+    elif "image_bytes" in f:  # the picture as the client sent it: read its header
+        kind, width, height = _picture(f["image_bytes"].bytes_list.value[0])
+        row.update(picture_format=kind, picture_width=width, picture_height=height)
+    if "text" in f:
+        row["text_length"] = len(_text(f, "text"))
+    elif "product_name" in f or "description" in f:
+        row["text_length"] = len((_text(f, "product_name") + " " + _text(f, "description")).strip())
+    return row
+
+
+def _statistics(rows: Iterable[Dict[str, Any]], columns: List[str]):
     import pandas as pd
     import tensorflow_data_validation as tfdv
 
-    return tfdv.generate_statistics_from_dataframe(pd.DataFrame(list(rows), columns=list(CATEGORICAL + NUMERIC)))
+    return tfdv.generate_statistics_from_dataframe(pd.DataFrame([{c: r[c] for c in columns} for r in rows],
+                                                                columns=columns))
 
 
 def compare(train: List[Dict[str, Any]], served: List[Dict[str, Any]], thresholds: Thresholds) -> Dict[str, Any]:
     """TFDV's skew measurements of ``served`` against ``train``; ``moved`` lists those past their threshold."""
     import tensorflow_data_validation as tfdv
 
-    train_stats, served_stats = _statistics(train), _statistics(served)
+    # A feature no logged request carried (text for an image-only model, pictures for a text-only one)
+    # is left out, not counted as moved.
+    not_compared = {c: "no logged request carried it" for c in CATEGORICAL + NUMERIC
+                    if all(r[c] is None for r in served)}
+    columns = [c for c in CATEGORICAL + NUMERIC if c not in not_compared]
+    train_stats, served_stats = _statistics(train, columns), _statistics(served, columns)
     schema = tfdv.infer_schema(train_stats)
-    for name in CATEGORICAL:
-        tfdv.get_feature(schema, name).skew_comparator.infinity_norm.threshold = thresholds.linf
-    for name in NUMERIC:
-        tfdv.get_feature(schema, name).skew_comparator.jensen_shannon_divergence.threshold = thresholds.jsd
+    for name in columns:
+        comparator = tfdv.get_feature(schema, name).skew_comparator
+        if name in CATEGORICAL:
+            comparator.infinity_norm.threshold = thresholds.linf
+        else:
+            comparator.jensen_shannon_divergence.threshold = thresholds.jsd
     anomalies = tfdv.validate_statistics(train_stats, schema, serving_statistics=served_stats)
     measurements = []
     for info in anomalies.drift_skew_info:
@@ -125,7 +151,11 @@ def compare(train: List[Dict[str, Any]], served: List[Dict[str, Any]], threshold
             measurements.append({"feature": feature, "measure": measure, "value": round(m.value, 6),
                                  "threshold": m.threshold, "moved": m.value > m.threshold})
     moved = [m for m in measurements if m["moved"]]
+    if not measurements:
+        raise SkewError(f"TFDV measured nothing to compare (features compared: {columns}; anomalies: "
+                        f"{dict((n, i.description) for n, i in anomalies.anomaly_info.items())})")
     return {"training_rows": len(train), "request_rows": len(served), "thresholds": vars(thresholds),
+            "not_compared": not_compared,
             "measurements": sorted(measurements, key=lambda m: m["feature"]), "moved": moved,
             "anomalies": {name: info.description for name, info in anomalies.anomaly_info.items()},
             "_statistics": (train_stats, served_stats)}

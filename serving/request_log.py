@@ -7,12 +7,15 @@ per picture of the request, to ``requests-<host>-<pid>-<start>.tfrecord`` in tha
 file reaches ``serving.request_log_max_mb`` (then logging stops, with one warning: a full disk must
 not take the server down).
 
-Each tf.Example holds the request's inputs under the training features' names (``image_bytes``,
-``product_name``, ``description``, ``brand`` for a ``serving_examples`` request; ``image_bytes`` and
-``text`` for ``serving_default``), and ``request_id``, ``time`` (seconds since the epoch),
-``model_version``, ``signature``, ``predicted_label`` and ``score``, so TFDV's statistics of the log
-line up with the training statistics feature by feature. Files are plain (uncompressed) TFRecords,
-flushed after each request, so a reader sees every complete record while the server runs.
+Each tf.Example holds the request's inputs under the training features' names (for a
+``serving_examples`` request ``image_bytes``, ``product_name``, ``description``, ``brand`` and, where
+the example has them, the original's ``source_format``, ``width``, ``height``; for ``serving_default``
+``image_bytes`` and ``text`` when the request has them), and ``request_id``, ``time_ms`` (milliseconds
+since the epoch), ``model_version``, ``signature``, ``predicted_label`` and ``score``. Only answers
+that carry a label are logged (not ``serving_pixels`` / ``serving_fusion`` calls). Files are plain
+(uncompressed) TFRecords, flushed after each request; the records are built outside the lock, the
+write and flush happen on the request's thread before its reply is sent. After a failed write the
+log stops (a half-written record must not be followed by more).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ logger = logging.getLogger(__name__)
 FILE_PREFIX = "requests-"
 FILE_SUFFIX = ".tfrecord"
 TEXT_INPUT_FEATURE = "text"  # serving_default's optional text, kept under its own name
-LOGGED_FEATURES = ("request_id", "time", "model_version", "signature", "predicted_label", "score")
+LOGGED_FEATURES = ("request_id", "time_ms", "model_version", "signature", "predicted_label", "score")
+ORIGINAL_FEATURES = ("source_format", "width", "height")  # what ingestion recorded of the seller's original
 
 
 class RequestLog:
@@ -70,20 +74,29 @@ class RequestLog:
                outputs: Dict[str, np.ndarray]) -> bool:
         """Logs one answered request if it is sampled; returns whether it was written. Never raises:
         a logging failure is logged and the answer still goes out."""
+        if contract.LABEL not in outputs:
+            return False
         try:
             with self._lock:
                 if self.full or self._random.random() >= self.rate:
                     return False
-                records = [e.SerializeToString() for e in _examples(version, signature, inputs, outputs)]
-                size = sum(len(r) + 16 for r in records)  # TFRecord framing: 16 bytes a record
+            records = [e.SerializeToString() for e in _examples(version, signature, inputs, outputs)]
+            size = sum(len(r) + 16 for r in records)  # TFRecord framing: 16 bytes a record
+            with self._lock:
+                if self.full:
+                    return False
                 if self.written_bytes + size > self.max_bytes:
                     self.full = True
                     logger.warning("request log %s reached its cap (%d MB): no more requests are logged",
                                    self.path, self.max_bytes // (1024 * 1024))
                     return False
-                for r in records:
-                    self._writer.write(r)
-                self._writer.flush()
+                try:
+                    for r in records:
+                        self._writer.write(r)
+                    self._writer.flush()
+                except Exception:
+                    self._stop_after_failure()
+                    raise
                 self.written_bytes += size
                 self.requests += 1
                 self.examples += len(records)
@@ -91,6 +104,10 @@ class RequestLog:
         except Exception:  # noqa: BLE001 - the request was answered; its log entry is what failed
             logger.exception("could not log a request to %s", self.path)
             return False
+
+    def _stop_after_failure(self) -> None:
+        self.full = True
+        logger.error("request log %s stopped after a failed write", self.path)
 
     def close(self) -> None:
         with self._lock:
@@ -114,23 +131,24 @@ def _examples(version: int, signature: str, inputs: Dict[str, np.ndarray], outpu
     if contract.EXAMPLES in inputs:  # serving_examples: the features the model reads, as ingestion wrote them
         for row, serialized in zip(rows, _rows(inputs[contract.EXAMPLES], n)):
             parsed = tf.train.Example.FromString(_as_bytes(serialized)).features.feature
-            for name in (contract.IMAGE_FEATURE, *contract.TEXT_FEATURES):
+            for name in (contract.IMAGE_FEATURE, *contract.TEXT_FEATURES, *ORIGINAL_FEATURES):
                 if name in parsed:
-                    row[name] = parsed[name].bytes_list.value[0] if parsed[name].bytes_list.value else b""
-    else:
-        for row, image in zip(rows, _rows(inputs.get(contract.IMAGES, np.array([b""] * n)), n)):
-            row[contract.IMAGE_FEATURE] = _as_bytes(image)
+                    row[name] = parsed[name]
+    else:  # only the inputs the request had: a text-only model's requests carry no picture
+        if contract.IMAGES in inputs:
+            for row, image in zip(rows, _rows(inputs[contract.IMAGES], n)):
+                row[contract.IMAGE_FEATURE] = _as_bytes(image)
         if contract.TEXT in inputs:
             for row, text in zip(rows, _rows(inputs[contract.TEXT], n)):
                 row[TEXT_INPUT_FEATURE] = _as_bytes(text)
-    request_id, now = uuid.uuid4().hex, time.time()
+    request_id, now_ms = uuid.uuid4().hex, int(time.time() * 1000)
     for i, row in enumerate(rows):
         label = labels[i]
-        feature = {name: _bytes(value) for name, value in row.items()}
+        feature = {name: value if isinstance(value, tf.train.Feature) else _bytes(value) for name, value in row.items()}
         feature.update(
             request_id=_bytes(request_id.encode()), signature=_bytes(signature.encode()),
             predicted_label=_bytes(label if isinstance(label, bytes) else str(label).encode()),
-            time=tf.train.Feature(float_list=tf.train.FloatList(value=[now])),
+            time_ms=tf.train.Feature(int64_list=tf.train.Int64List(value=[now_ms])),
             model_version=tf.train.Feature(int64_list=tf.train.Int64List(value=[int(version)])),
             score=tf.train.Feature(float_list=tf.train.FloatList(value=[float(scores[i]) if len(scores) > i else 0.0])),
         )

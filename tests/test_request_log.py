@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import keras
@@ -65,7 +66,8 @@ def test_each_answered_picture_is_logged_with_its_answer(logged_server, pictures
     assert {r["model_version"].int64_list.value[0] for r in rows} == {1}
     assert {r["signature"].bytes_list.value[0] for r in rows} == {b"serving_default"}
     assert len({r["request_id"].bytes_list.value[0] for r in rows}) == 1  # one request, three pictures
-    assert all(abs(r["time"].float_list.value[0] - __import__("time").time()) < 120 for r in rows)
+    assert all(abs(r["time_ms"].int64_list.value[0] / 1000 - time.time()) < 60 for r in rows)
+    assert all("text" not in r for r in rows)  # an image-only request logs no text
 
 
 def test_the_sample_rate_is_honoured_and_text_is_kept_per_row(tmp_path):
@@ -86,7 +88,10 @@ def test_serving_examples_requests_are_logged_under_the_training_feature_names(t
     example = tf.train.Example(features=tf.train.Features(feature={
         "image_bytes": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"jpeg"])),
         "product_name": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"Sonata watch"])),
-        "description": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"steel"]))})).SerializeToString()
+        "description": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"steel"])),
+        "source_format": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"PNG"])),
+        "width": tf.train.Feature(int64_list=tf.train.Int64List(value=[2400])),
+        "height": tf.train.Feature(int64_list=tf.train.Int64List(value=[1800]))})).SerializeToString()
     log = log_lib.RequestLog(str(tmp_path), rate=1.0)
     assert log.record(3, "serving_examples", {"examples": np.array([example], object)},
                       {"label": np.array([b"Watches"]), "score": np.array([0.8], np.float32)})
@@ -94,6 +99,20 @@ def test_serving_examples_requests_are_logged_under_the_training_feature_names(t
     (row,) = _read(log.path)
     assert row["image_bytes"].bytes_list.value[0] == b"jpeg" and row["product_name"].bytes_list.value[0] == b"Sonata watch"
     assert row["model_version"].int64_list.value[0] == 3 and "examples" not in row
+    # What ingestion recorded of the seller's original travels with it (the picture is the ingested copy).
+    assert row["source_format"].bytes_list.value[0] == b"PNG" and row["width"].int64_list.value[0] == 2400
+
+
+def test_text_only_requests_log_no_picture_and_calls_without_a_label_are_not_logged(tmp_path):
+    log = log_lib.RequestLog(str(tmp_path), rate=1.0)
+    assert log.record(1, "serving_default", {"text": np.array([b"a watch", b"a sofa"], object)},
+                      {"label": np.array([b"Watches", b"Furnishing"]), "score": np.array([0.9, 0.8], np.float32)})
+    assert not log.record(1, "serving_pixels", {"pixels": np.zeros((1, 4, 4, 3), np.float32)},
+                          {"probabilities": np.array([[0.5, 0.5]], np.float32)})
+    log.close()
+    rows = _read(log.path)
+    assert len(rows) == 2 and all("image_bytes" not in r for r in rows)
+    assert [r["text"].bytes_list.value[0] for r in rows] == [b"a watch", b"a sofa"] and log.requests == 1
 
 
 def test_the_log_stops_at_its_cap_and_a_logging_failure_never_fails_a_request(tmp_path, monkeypatch, caplog):
@@ -109,6 +128,13 @@ def test_the_log_stops_at_its_cap_and_a_logging_failure_never_fails_a_request(tm
     with caplog.at_level(logging.ERROR):
         assert other.record(1, "serving_default", inputs, outputs) is False  # no exception
     assert "could not log a request" in caplog.text
+    monkeypatch.undo()
+    # A write that fails stops the log: nothing is appended after a half-written record.
+    broken = log_lib.RequestLog(str(tmp_path / "broken"), rate=1.0)
+    monkeypatch.setattr(broken, "_writer", type("W", (), {"write": lambda self, r: (_ for _ in ()).throw(OSError("EIO")),
+                                                          "flush": lambda self: None, "close": lambda self: None})())
+    assert broken.record(1, "serving_default", inputs, outputs) is False and broken.full
+    assert broken.record(1, "serving_default", inputs, outputs) is False
 
 
 def test_request_log_settings_are_checked():

@@ -67,3 +67,43 @@ def test_traffic_like_training_moves_nothing_and_a_flooded_label_and_bigger_pict
 def test_no_log_is_a_clear_error(tmp_path):
     with pytest.raises(skew.SkewError, match="no request log .* serving.request_log_dir"):
         skew.request_rows(str(tmp_path))
+
+
+def test_features_no_request_carried_are_left_out_not_moved(training, sample_examples, tmp_path):
+    """An image-only model's requests carry no text: text length is not compared (it would be 'moved' at 1.0)."""
+    train = train_lib.read_examples([str(sample_examples / "Split-train" / "*.gz")])
+    pictures = []
+    for r in training:
+        out = io.BytesIO()
+        Image.new("RGB", (r["picture_width"], r["picture_height"]), (9, 9, 9)).save(out, r["picture_format"])
+        pictures.append(out.getvalue())
+    log = log_lib.RequestLog(str(tmp_path), rate=1.0)
+    for picture, label in zip(pictures, train.labels):
+        log.record(1, "serving_default", {"images": np.array([picture], object)},
+                   {"label": np.array([label.encode()]), "score": np.array([0.9], np.float32)})
+    log.close()
+    report = skew.compare(training, skew.request_rows(str(tmp_path)), skew.Thresholds())
+    assert report["not_compared"] == {"text_length": "no logged request carried it"}
+    assert "text_length" not in {m["feature"] for m in report["measurements"]} and report["moved"] == []
+
+
+def test_a_truncated_log_keeps_its_complete_records(tmp_path):
+    log = log_lib.RequestLog(str(tmp_path), rate=1.0)
+    for _ in range(3):
+        log.record(1, "serving_default", {"images": np.array([b"not a picture"], object)},
+                   {"label": np.array([b"Watches"]), "score": np.array([0.9], np.float32)})
+    log.close()
+    data = open(log.path, "rb").read()
+    open(log.path, "wb").write(data[:-10])  # a server killed while writing its last record
+    rows = skew.request_rows(str(tmp_path))
+    assert len(rows) == 2 and rows[0]["picture_format"] == "UNREADABLE" and rows[0]["label"] == "Watches"
+
+
+def test_a_rotated_phone_photo_is_measured_as_ingestion_records_it():
+    from placedemarche.components.catalogue_example_gen import images
+
+    out = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees when shown
+    Image.new("RGB", (400, 300)).save(out, "JPEG", exif=exif.tobytes())
+    assert images.header(out.getvalue()) == ("JPEG", 300, 400)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Tuple
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -40,6 +41,29 @@ class NormalisedImage:
     height: int
     source_format: str  # Pillow's name of the original format, e.g. "JPEG", "PNG"
     reencoded: bool  # False when the original bytes were already a conforming JPEG
+
+
+def header(data: bytes) -> Tuple[str, int, int]:
+    """``(format, width, height)`` of a picture from its header, without decoding it: the size as
+    ingestion records it (after the EXIF orientation, whatever the pixel count).
+
+    Raises:
+      ImageRejected: not a picture, or an unreadable header.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            img.MAX_IMAGE_PIXELS = None  # type: ignore[attr-defined]
+            width, height = img.size
+            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except UnidentifiedImageError:
+        raise ImageRejected(UNREADABLE, f"not a picture Pillow can identify (starts with {data[:16]!r})")
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
+        raise ImageRejected(TRUNCATED, f"cannot read the header: {e}")
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return (img.format or "unknown"), width, height
 
 
 def normalise_image(

@@ -126,10 +126,14 @@ def gather(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
     latest_skew = skew_lib.latest_report(str(run_dir))
     review["skew"] = None
     if latest_skew:
-        with open(latest_skew, encoding="utf-8") as f:
-            found = json.load(f)
-        review["skew"] = {"folder": found["folder"], "moved": [m["feature"] for m in found["moved"]],
-                          "request_rows": found["request_rows"]}
+        try:
+            with open(latest_skew, encoding="utf-8") as f:
+                found = json.load(f)
+            review["skew"] = {"folder": found["folder"], "moved": [m["feature"] for m in found["moved"]],
+                              "request_rows": found["request_rows"]}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            review["skew"] = {"folder": os.path.dirname(latest_skew), "moved": [], "request_rows": 0,
+                              "error": f"unreadable report: {e}"}
     review["categorized"] = ({k: v for k, v in info.categorized.items() if k != "outputs"}
                              if info.categorized else None)
     return review

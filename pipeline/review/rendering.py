@@ -130,7 +130,8 @@ def render_text(review: Dict[str, Any]) -> str:
                      f"{categorized['folder']}")
     if review.get("skew"):
         k = review["skew"]
-        lines.append(f"skew: {k['folder']} ({k['request_rows']} logged pictures; moved: {', '.join(k['moved']) or 'nothing'})")
+        lines.append(f"skew: {k['folder']} " + (f"({k['error']})" if k.get("error") else
+                     f"({k['request_rows']} logged pictures; moved: {', '.join(k['moved']) or 'nothing'})"))
     if review.get("explanations"):
         lines.append(f"explanations: {review['explanations']}")
     if review.get("html"):
