@@ -84,7 +84,7 @@ def main() -> None:
         t = time.perf_counter()
         found = search.tune(spec, data, search.TuningSettings(args.trials, args.algorithm, args.seed))
         tuning_seconds = time.perf_counter() - t
-        test = trainer_lib._test_data(spec, files["test"], str(features_dir) if spec.reads_images else None,
+        test = trainer_lib.read_test_data(spec, files["test"], str(features_dir) if spec.reads_images else None,
                                       data.labels)
         tuned_spec = space_lib.apply(spec, found.best_values)
         default_fit = trainer_lib.fit_classifiers(spec, data, None, quiet=True)

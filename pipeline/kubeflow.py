@@ -32,10 +32,8 @@ from placedemarche.pipeline.config import ConfigError, PipelineConfig
 def gpu_steps(config: PipelineConfig) -> List[str]:
     """The nodes that run a backbone over pictures: the BackboneFeatures nodes, and with tuning their
     test-split ones (the Tuners and Trainers fit heads on their output in seconds, on CPU)."""
-    tuned = pipeline_lib.tuned_candidates(config)
-    groups = pipeline_lib.feature_groups(config)
-    return list(groups) + [pipeline_lib.test_features_id(g) for g, (_, users) in groups.items()
-                           if any(u in tuned for u in users)]
+    return list(pipeline_lib.feature_groups(config)) + [
+        pipeline_lib.test_features_id(g) for g in pipeline_lib.test_feature_groups(config)]
 
 DEFAULT_DATA_DIR = "gs://CHANGE-ME/catalogue"  # runtime parameter defaults when the config has none
 

@@ -77,6 +77,12 @@ def tuned_candidates(config: PipelineConfig) -> List[str]:
     return [c.name for c in config.enabled_candidates] if config.tuning.enabled else []
 
 
+def test_feature_groups(config: PipelineConfig) -> List[str]:
+    """The features nodes with a tuned user: each gets a ``TestFeatures`` node (:func:`test_features_id`)."""
+    tuned = tuned_candidates(config)
+    return [g for g, (_, users) in feature_groups(config).items() if any(u in tuned for u in users)]
+
+
 def gate_id(candidate: str) -> str:
     return f"ModelGate_{candidate}"
 
@@ -115,11 +121,8 @@ def feature_groups(config: PipelineConfig) -> Dict[str, Tuple[Tuple, List[str]]]
 def node_ids(config: PipelineConfig) -> Tuple[str, ...]:
     """Every node of the full pipeline for ``config``, in run order."""
     names = [c.name for c in config.enabled_candidates]
-    tuned = tuned_candidates(config)
-    groups = feature_groups(config)
-    ids = list(DATA_STAGES) + list(groups) + [test_features_id(g) for g, (_, users) in groups.items()
-                                              if any(u in tuned for u in users)]
-    ids += [tuner_id(n) for n in tuned]
+    ids = list(DATA_STAGES) + list(feature_groups(config)) + [test_features_id(g) for g in test_feature_groups(config)]
+    ids += [tuner_id(n) for n in tuned_candidates(config)]
     ids += [BASELINE_TRAINER] + [trainer_id(n) for n in names]
     ids.append(EVALUATOR)
     for name in names:
@@ -176,27 +179,27 @@ def create_pipeline(
     features_of: Dict[str, Any] = {}
     test_features_of: Dict[str, Any] = {}
     tuned = tuned_candidates(config)
-    for node_id, (key, users) in feature_groups(config).items():
+    with_test = test_feature_groups(config)
+
+    def features_node(key: Tuple, node_id: str, splits: Optional[List[str]] = None) -> BackboneFeatures:
         backbone, weights, size, views = key
         node = BackboneFeatures(
             examples=examples, backbone=backbone, weights=weights, image_size=size, views=views,
             seed=config.training.seed, allow_random_weights=config.training.allow_random_weights,
-            batch_size=config.training.batch_size,
-            compute_dtype=config.training.compute_dtype,
+            batch_size=config.training.batch_size, splits=splits, compute_dtype=config.training.compute_dtype,
         ).with_id(node_id)
         node.add_upstream_node(data_gate)  # compute features only of data that passed validation
+        return node
+
+    for node_id, (key, users) in feature_groups(config).items():
+        node = features_node(key, node_id)
         nodes.append(node)
         for user in users:
             features_of[user] = node.outputs["features"]
-        if any(u in tuned for u in users):
+        if node_id in with_test:
             # The test pictures' features, apart: only tuned candidates' Trainers read them (their report
             # compares the default and the tuned recipe on test), and the train / eval node keeps its cache.
-            test_node = BackboneFeatures(
-                examples=examples, backbone=backbone, weights=weights, image_size=size, views=views,
-                seed=config.training.seed, allow_random_weights=config.training.allow_random_weights,
-                batch_size=config.training.batch_size, splits=["test"], compute_dtype=config.training.compute_dtype,
-            ).with_id(test_features_id(node_id))
-            test_node.add_upstream_node(data_gate)
+            test_node = features_node(key, test_features_id(node_id), ["test"])
             nodes.append(test_node)
             for user in users:
                 test_features_of[user] = test_node.outputs["features"]

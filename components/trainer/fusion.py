@@ -63,6 +63,11 @@ def fuse_numpy(image_probabilities: np.ndarray, text_probabilities: np.ndarray, 
     return np.where(has_text[:, None], fused, image_probabilities)
 
 
+def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log probability of the true class (``labels``: class ids)."""
+    return float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels] + _EPSILON)))
+
+
 def fit(image_probabilities: np.ndarray, text_probabilities: np.ndarray, has_text: np.ndarray,
         labels: np.ndarray, image_weights: Sequence[float] = IMAGE_WEIGHTS,
         text_weights: Sequence[float] = TEXT_WEIGHTS) -> Fusion:
@@ -84,7 +89,7 @@ def fit(image_probabilities: np.ndarray, text_probabilities: np.ndarray, has_tex
     best = None
     for wi, wt in itertools.product(image_weights, text_weights):
         p = fuse_numpy(image_probabilities, text_probabilities, has_text, wi, wt)
-        loss = float(-np.mean(np.log(p[np.arange(n), labels] + _EPSILON)))
+        loss = log_loss(p, labels)
         if best is None or loss < best.eval_log_loss - 1e-12:
             best = Fusion(wi, wt, loss, float(np.mean(p.argmax(axis=1) == labels)))
     logger.info("fusion weights chosen on %d eval examples: image %.2f, text %.2f (log loss %.4f, accuracy %.4f)",

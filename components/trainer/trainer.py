@@ -221,17 +221,13 @@ def _predict(head: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.nda
 
 def _train(head: keras.Model, train_x, train_y, eval_x, eval_y, spec: TrainSpec, checkpoint: Optional[str],
            epochs: Optional[int], quiet: bool, trial: bool = False) -> train_lib.TrainResult:
+    epochs = spec.epochs if epochs is None else epochs
     if trial:
-        return train_lib.train_head_fast(head, train_x, train_y, eval_x, eval_y,
-                                         spec.epochs if epochs is None else epochs, spec.batch_size, spec.optimizer,
-                                         spec.learning_rate, spec.early_stopping_patience, spec.seed)
-    return train_lib.train_head(head, train_x, train_y, eval_x, eval_y, spec.epochs if epochs is None else epochs,
-                                spec.batch_size, spec.optimizer, spec.learning_rate, spec.early_stopping_patience,
-                                checkpoint, spec.seed, log_epochs=not quiet)
-
-
-def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.mean(np.log(probabilities[np.arange(len(labels)), labels] + 1e-7)))
+        return train_lib.train_head_fast(head, train_x, train_y, eval_x, eval_y, epochs, spec.batch_size,
+                                         spec.optimizer, spec.learning_rate, spec.early_stopping_patience, spec.seed)
+    return train_lib.train_head(head, train_x, train_y, eval_x, eval_y, epochs, spec.batch_size, spec.optimizer,
+                                spec.learning_rate, spec.early_stopping_patience, checkpoint, spec.seed,
+                                log_epochs=not quiet)
 
 
 def fit_classifiers(spec: TrainSpec, data: TrainingData, run_dir: Optional[str] = None,
@@ -286,7 +282,7 @@ def fit_classifiers(spec: TrainSpec, data: TrainingData, run_dir: Optional[str] 
     else:
         probabilities = (image or text).eval_probabilities
     return Fitted(data.labels, image, text, featurizer, fusion, probabilities,
-                  float(np.mean(probabilities.argmax(axis=1) == y_eval)), log_loss(probabilities, y_eval))
+                  float(np.mean(probabilities.argmax(axis=1) == y_eval)), fusion_lib.log_loss(probabilities, y_eval))
 
 
 @dataclass
@@ -298,8 +294,8 @@ class TestData:
     texts: Optional[List[str]]
 
 
-def _test_data(spec: TrainSpec, test_files: Sequence[str], features_dir: Optional[str],
-               labels: Sequence[str], extractor: Optional[keras.Model] = None) -> "TestData | str":
+def read_test_data(spec: TrainSpec, test_files: Sequence[str], features_dir: Optional[str],
+               labels: Sequence[str], weights_fingerprint: Optional[str] = None) -> "TestData | str":
     """The test split's labels, features and texts for the tuning comparison, or why there are none."""
     if not test_files:
         return "no test split was given to the Trainer"
@@ -313,9 +309,10 @@ def _test_data(spec: TrainSpec, test_files: Sequence[str], features_dir: Optiona
     if spec.reads_images:
         if not features_dir:
             return "no test features were given to the Trainer (a TestFeatures node computes them for tuned candidates)"
-        problem = features_lib.check_weights(features_dir, extractor) if extractor is not None else None
-        if problem:
-            return problem
+        recorded = features_lib.read_info(features_dir).weights_fingerprint
+        if weights_fingerprint is not None and recorded != weights_fingerprint:
+            return (f"the test features in {features_dir} were computed with other backbone weights (fingerprint "
+                    f"{recorded[:12]} vs {weights_fingerprint[:12]})")
         try:
             image_x = features_lib.align(features_lib.load_split(features_dir, "test"), test.ids)
         except FileNotFoundError:
@@ -426,7 +423,8 @@ def fit_and_export(
         metadata["tuning"] = space_lib.compare(default_spec, spec, tuned, fitted,
                                                fitted if same else fit_classifiers(default_spec, data, None, strategy,
                                                                                    quiet=True),
-                                               _test_data(spec, test_files, test_features_dir, data.labels, extractor))
+                                               read_test_data(spec, test_files, test_features_dir, data.labels,
+                                                          info.weights_fingerprint if spec.reads_images else None))
         timings["default_recipe_seconds"] = time.perf_counter() - t
     branches = {name: b for name, b in (("image", image), ("text", text)) if b}
     main = image or text

@@ -31,7 +31,7 @@ import keras_tuner as kt
 from tqdm import tqdm
 
 from placedemarche.components.trainer import train as train_lib
-from placedemarche.components.trainer.trainer import Fitted, TrainingData, TrainSpec, fit_classifiers
+from placedemarche.components.trainer.trainer import TrainingData, TrainSpec, fit_classifiers
 from placedemarche.components.trainer import space as space_lib
 
 logger = logging.getLogger(__name__)
@@ -141,8 +141,7 @@ def _oracle(settings: TuningSettings, hp: kt.HyperParameters, max_epochs: int) -
     return oracle
 
 
-def _run(spec: TrainSpec, data: TrainingData, trial_id: str, values: Dict[str, Any],
-         epochs: Optional[int]) -> "tuple[Trial, Optional[Fitted]]":
+def _run(spec: TrainSpec, data: TrainingData, trial_id: str, values: Dict[str, Any], epochs: Optional[int]) -> Trial:
     start = time.perf_counter()
     trial = Trial(trial_id, values, "COMPLETED", epochs=epochs)
     try:
@@ -150,12 +149,12 @@ def _run(spec: TrainSpec, data: TrainingData, trial_id: str, values: Dict[str, A
     except (ValueError, MemoryError) as e:  # e.g. no token left, or rows too wide: that trial fails, the search goes on
         trial.status, trial.error = "FAILED", str(e)
         logger.warning("tuning trial %s %s failed: %s", trial_id, values, e)
-        return trial, None
+        return trial
     trial.val_accuracy, trial.val_loss = fitted.val_accuracy, fitted.val_loss
     main = fitted.image or fitted.text
     trial.epochs_run = len(main.result.history.get("loss", []))
     trial.seconds = time.perf_counter() - start
-    return trial, fitted
+    return trial
 
 
 def tune(spec: TrainSpec, data: TrainingData, settings: TuningSettings, work_dir: Optional[str] = None) -> TuningResult:
@@ -176,7 +175,7 @@ def tune(spec: TrainSpec, data: TrainingData, settings: TuningSettings, work_dir
     start = time.perf_counter()
     hp = space_lib.search_space(spec)
     defaults = space_lib.defaults(spec)
-    default, _ = _run(spec, data, DEFAULT_TRIAL, defaults, None)
+    default = _run(spec, data, DEFAULT_TRIAL, defaults, None)
     if default.status != "COMPLETED":
         raise ValueError(f"the configured recipe of candidate '{spec.name}' cannot be trained: {default.error}")
     logger.info("tuning %s: default recipe val accuracy %.4f (%.1f s); %d %s trials", spec.name,
@@ -196,8 +195,7 @@ def tune(spec: TrainSpec, data: TrainingData, settings: TuningSettings, work_dir
                 if proposed.status != kt.engine.trial.TrialStatus.RUNNING:  # the oracle's space is exhausted
                     break
                 raw = dict(proposed.hyperparameters.values)
-                trial, _ = _run(spec, data, f"{len(trials) + 1:03d}", space_lib.settings(raw),
-                                raw.get("tuner/epochs"))
+                trial = _run(spec, data, f"{len(trials) + 1:03d}", space_lib.settings(raw), raw.get("tuner/epochs"))
                 if trial.status == "COMPLETED":
                     oracle.update_trial(proposed.trial_id, {OBJECTIVE: trial.val_accuracy})
                     proposed.status = kt.engine.trial.TrialStatus.COMPLETED
@@ -220,7 +218,7 @@ def tune(spec: TrainSpec, data: TrainingData, settings: TuningSettings, work_dir
                 best_values.append(t.values)
         finalists = []
         for i, values in enumerate(best_values[:HYPERBAND_FINALISTS]):
-            trial, _ = _run(spec, data, f"final-{i + 1}", values, None)
+            trial = _run(spec, data, f"final-{i + 1}", values, None)
             trials.append(trial)
             if trial.status == "COMPLETED":
                 finalists.append(trial)
