@@ -324,6 +324,8 @@ def make_sample(
     defects: bool = False,
     jpeg_share: float = 0.75,
     show_progress: bool = True,
+    category_factors: Optional[Dict[str, float]] = None,
+    size_factor: float = 1.0,
 ) -> Path:
     """Writes a generated catalogue to ``out_dir`` and returns the CSV path.
 
@@ -334,15 +336,27 @@ def make_sample(
       defects: also write one row per kind in ``DEFECTS`` (see the module docstring).
       jpeg_share: share of clean pictures written as JPEG; the others are PNG.
       show_progress: draw a progress bar on stderr.
+      category_factors: category name -> multiplier of ``per_class`` for that category (e.g.
+        ``{"Watches": 3}``: a batch where one category floods in).
+      size_factor: pictures this many times wider and taller than usual (e.g. 3: a batch of bigger
+        photos).
 
     Raises:
-      ValueError: ``per_class`` < 1 (defects copy existing products), or ``jpeg_share`` outside 0..1.
+      ValueError: ``per_class`` < 1 (defects copy existing products), ``jpeg_share`` outside 0..1, an
+        unknown category in ``category_factors``, or a factor <= 0.
       FileExistsError: ``out_dir`` already holds a CSV or an ``Images/`` folder with files.
     """
     if per_class < 1:
         raise ValueError(f"per_class must be at least 1, got {per_class}")
     if not 0.0 <= jpeg_share <= 1.0:
         raise ValueError(f"jpeg_share must be between 0 and 1, got {jpeg_share}")
+    factors = dict(category_factors or {})
+    unknown = sorted(set(factors) - {c.name for c in CATEGORIES})
+    if unknown:
+        raise ValueError(f"unknown categories {unknown} in category_factors; categories: "
+                         f"{', '.join(c.name for c in CATEGORIES)}")
+    if any(f <= 0 for f in factors.values()) or size_factor <= 0:
+        raise ValueError(f"category and size factors must be > 0, got {factors} and {size_factor}")
     out = Path(out_dir)
     images = out / IMAGES_DIR
     if list(out.glob("*.csv")) or (images.is_dir() and any(images.iterdir())):
@@ -355,18 +369,24 @@ def make_sample(
     rng = random.Random(seed)
     np_rng = np.random.RandomState(seed)
     rows: List[Dict[str, object]] = []
-    order = [c for c in CATEGORIES for _ in range(per_class)]
+    order = [c for c in CATEGORIES for _ in range(max(1, round(per_class * factors.get(c.name, 1.0))))]
     rng.shuffle(order)
     for index, category in enumerate(tqdm(order, desc="drawing products", unit="img", disable=not show_progress)):
         uniq_id = _hex_id(seed, index)
         fmt = "JPEG" if rng.random() < jpeg_share else "PNG"
         image_name = f"{uniq_id}.{'jpg' if fmt == 'JPEG' else 'png'}"
-        (images / image_name).write_bytes(_encode(draw_product(category, rng, np_rng), fmt))
+        picture = draw_product(category, rng, np_rng)
+        if size_factor != 1.0:
+            picture = picture.resize((round(picture.width * size_factor), round(picture.height * size_factor)),
+                                     Image.BICUBIC)
+        (images / image_name).write_bytes(_encode(picture, fmt))
         rows.append(_row(uniq_id, image_name, category, index, rng))
 
     manifest: Dict[str, object] = {
         "seed": seed,
         "per_class": per_class,
+        "category_factors": factors,
+        "size_factor": size_factor,
         "categories": [c.name for c in CATEGORIES],
         "clean_rows": len(rows),
         "defects": [],

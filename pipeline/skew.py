@@ -22,7 +22,9 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, List, Optional
+
+from placedemarche.components.data_gate import distributions
 
 logger = logging.getLogger(__name__)
 
@@ -116,49 +118,20 @@ def _request_row(f) -> Dict[str, Any]:
     return row
 
 
-def _statistics(rows: Iterable[Dict[str, Any]], columns: List[str]):
-    import pandas as pd
-    import tensorflow_data_validation as tfdv
-
-    return tfdv.generate_statistics_from_dataframe(pd.DataFrame([{c: r[c] for c in columns} for r in rows],
-                                                                columns=columns))
-
-
 def compare(train: List[Dict[str, Any]], served: List[Dict[str, Any]], thresholds: Thresholds) -> Dict[str, Any]:
-    """TFDV's skew measurements of ``served`` against ``train``; ``moved`` lists those past their threshold."""
-    import tensorflow_data_validation as tfdv
-
+    """TFDV's skew measurements of ``served`` against ``train``; ``moved`` lists those past their threshold
+    (``components/data_gate/distributions``, shared with the drift gate)."""
     # A feature no logged request carried (text for an image-only model, pictures for a text-only one)
     # is left out, not counted as moved.
-    not_compared = {c: "no logged request carried it" for c in CATEGORICAL + NUMERIC
-                    if all(r[c] is None for r in served)}
-    columns = [c for c in CATEGORICAL + NUMERIC if c not in not_compared]
-    train_stats, served_stats = _statistics(train, columns), _statistics(served, columns)
-    schema = tfdv.infer_schema(train_stats)
-    for name in columns:
-        comparator = tfdv.get_feature(schema, name).skew_comparator
-        if name in CATEGORICAL:
-            comparator.infinity_norm.threshold = thresholds.linf
-        else:
-            comparator.jensen_shannon_divergence.threshold = thresholds.jsd
-    anomalies = tfdv.validate_statistics(train_stats, schema, serving_statistics=served_stats)
-    measurements = []
-    for info in anomalies.drift_skew_info:
-        feature = ".".join(info.path.step)
-        for m in info.skew_measurements:
-            measure = {"L_INFTY": "L-infinity", "JENSEN_SHANNON_DIVERGENCE": "Jensen-Shannon divergence"}.get(
-                type(m).Type.Name(m.type), type(m).Type.Name(m.type))
-            measurements.append({"feature": feature, "measure": measure, "value": round(m.value, 6),
-                                 "threshold": m.threshold, "moved": m.value > m.threshold})
-    moved = [m for m in measurements if m["moved"]]
-    if not measurements:
-        raise SkewError(f"TFDV measured nothing to compare (features compared: {columns}; anomalies: "
-                        f"{dict((n, i.description) for n, i in anomalies.anomaly_info.items())})")
+    absent = {c: "no logged request carried it" for c in CATEGORICAL + NUMERIC if all(r[c] is None for r in served)}
+    try:
+        report = distributions.compare(
+            train, served, [c for c in CATEGORICAL if c not in absent], [c for c in NUMERIC if c not in absent],
+            distributions.Thresholds(thresholds.linf, thresholds.jsd), mode=distributions.SKEW)
+    except (distributions.NothingCompared, ValueError) as e:
+        raise SkewError(str(e)) from e
     return {"training_rows": len(train), "request_rows": len(served), "thresholds": vars(thresholds),
-            "not_compared": not_compared,
-            "measurements": sorted(measurements, key=lambda m: m["feature"]), "moved": moved,
-            "anomalies": {name: info.description for name, info in anomalies.anomaly_info.items()},
-            "_statistics": (train_stats, served_stats)}
+            **{k: v for k, v in report.items() if k != "thresholds"}, "not_compared": {**absent, **report["not_compared"]}}
 
 
 def write_report(run_dir: str, report: Dict[str, Any], requests_dir: str) -> str:

@@ -47,6 +47,7 @@ class QuarantineEntry:
     image: str
     reason: str
     detail: str
+    batch: str = ""  # the batch folder the row came from ("" for a one-folder catalogue)
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
@@ -62,6 +63,18 @@ class CatalogueRow:
     label: str
     category_path: str  # every level, joined with " >> "
     fields: Dict[str, str] = field(default_factory=dict)  # the other CSV columns, raw text
+    batch: str = ""  # the batch folder the row came from ("" for a one-folder catalogue)
+    span: int = 0  # that batch's span (its position in name order)
+
+    @property
+    def key(self) -> Tuple[int, int]:
+        """Where the row is in the whole catalogue: (span, CSV line); unique across batches."""
+        return self.span, self.row
+
+    @property
+    def where(self) -> str:
+        """``row 17`` or ``row 17 of batch '2026-12-01'``."""
+        return f"row {self.row}" + (f" of batch '{self.batch}'" if self.batch else "")
 
 
 @dataclass(frozen=True)
@@ -271,12 +284,14 @@ def _swallows_records(continuation: Sequence[str], fields: int) -> bool:
 
 
 def resolve_shared_pictures(
-    members: Sequence[Tuple[int, str, str]]
-) -> Tuple[Dict[int, str], List[Tuple[int, str]]]:
+    members: Sequence[Tuple[object, str, str]], describe=lambda row: f"row {row}",
+) -> Tuple[Dict[object, str], List[Tuple[object, str]]]:
     """Decides what happens to rows that share the exact same picture.
 
     Args:
-      members: ``(row, uniq_id, label)`` of every row whose image file has the same content.
+      members: ``(row, uniq_id, label)`` of every row whose image file has the same content; ``row``
+        is any sortable key in catalogue order (a CSV line, or ``(span, line)`` across batches).
+      describe: how a detail names a row.
 
     Returns:
       ``(kept, refused)``: ``kept`` maps each kept row to its split key (the first row's uniq_id, so
@@ -293,7 +308,7 @@ def resolve_shared_pictures(
             kept[row] = first_id
         else:
             refused.append(
-                (row, f"same picture as row {first_row} (id {first_id}) labelled '{first_label}', "
+                (row, f"same picture as {describe(first_row)} (id {first_id}) labelled '{first_label}', "
                       f"this row says '{label}'")
             )
     return kept, refused

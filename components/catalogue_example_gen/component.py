@@ -22,6 +22,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from placedemarche.components.catalogue_example_gen import artifacts, executor
+from placedemarche.components.catalogue_example_gen import batches as batches_lib
 
 
 class CatalogueExampleGenSpec(ComponentSpec):
@@ -42,6 +43,8 @@ class CatalogueExampleGenSpec(ComponentSpec):
         "eval_fraction": ExecutionParameter(type=float),
         "split_salt": ExecutionParameter(type=str),
         "max_quarantine_fraction": ExecutionParameter(type=float),
+        # A catalogue of batch folders: how many of the newest batches to read (0: all).
+        "window_batches": ExecutionParameter(type=int, optional=True),
         # Changes when the catalogue's files change, so TFX's cache is not stale (see fingerprint()).
         "input_fingerprint": ExecutionParameter(type=str, optional=True),
         # Reviewed categories to apply (categorizer.reviews.load, as JSON): recorded with the run.
@@ -79,6 +82,7 @@ class CatalogueExampleGen(base_beam_component.BaseBeamComponent):
         eval_fraction: float = 0.25,
         split_salt: str = "placedemarche",
         max_quarantine_fraction: float = 0.05,
+        window_batches: int = 0,
         input_fingerprint: Optional[str] = None,
         reviews: Optional[str] = None,
     ):
@@ -98,6 +102,7 @@ class CatalogueExampleGen(base_beam_component.BaseBeamComponent):
             eval_fraction=eval_fraction,
             split_salt=split_salt,
             max_quarantine_fraction=max_quarantine_fraction,
+            window_batches=window_batches,
             input_fingerprint=input_fingerprint or "",
             reviews=reviews or "",
             examples=types.Channel(type=standard_artifacts.Examples),
@@ -109,17 +114,20 @@ class CatalogueExampleGen(base_beam_component.BaseBeamComponent):
 
 
 def fingerprint(data_dir: str, csv_file: Optional[str] = None, images_dir: str = "Images") -> str:
-    """A digest of the catalogue: the CSV's bytes and each image's name, size and modification time.
+    """A digest of the catalogue: each batch's name, its CSV's bytes and each image's name, size and
+    modification time (a one-folder catalogue is one batch).
 
-    Passed as ``input_fingerprint`` so that TFX's cache reruns ingestion when the catalogue changes.
+    Passed as ``input_fingerprint`` so that TFX's cache reruns ingestion (and the drift gate) when
+    the catalogue changes: a new batch, or a changed one.
     """
-    csv_path = executor.find_csv(data_dir, csv_file or "")
     digest = hashlib.sha256()
-    with FileSystems.open(csv_path) as f:
-        digest.update(f.read())
-    pattern = FileSystems.join(data_dir, images_dir, "*")
-    for m in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path):
-        digest.update(f"{os.path.basename(m.path)}\x00{m.size_in_bytes}\x00{m.last_updated_in_seconds}\n".encode())
+    for batch in batches_lib.list_batches(data_dir, csv_file or "", images_dir):
+        digest.update(f"batch\x00{batch.name}\n".encode())
+        with FileSystems.open(batch.csv) as f:
+            digest.update(f.read())
+        pattern = FileSystems.join(batch.images_dir, "*")
+        for m in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path):
+            digest.update(f"{os.path.basename(m.path)}\x00{m.size_in_bytes}\x00{m.last_updated_in_seconds}\n".encode())
     return digest.hexdigest()
 
 

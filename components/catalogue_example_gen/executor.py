@@ -6,6 +6,7 @@ The run fails (after writing the report) when the quarantined share of rows is a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,9 +18,10 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
 from placedemarche.components.catalogue_example_gen import artifacts, catalogue, transform
+from placedemarche.components.catalogue_example_gen import batches as batches_lib
 from placedemarche.components.categorizer import reviews as reviews_lib
 from placedemarche.components.catalogue_example_gen.constants import (  # noqa: F401 (re-exported)
-    EXAMPLES_KEY, QUARANTINE_KEY, UNLABELLED_KEY, UNLABELLED_SPLIT)
+    BATCHES_PROPERTY, EXAMPLES_KEY, FIRST_SPAN_PROPERTY, QUARANTINE_KEY, UNLABELLED_KEY, UNLABELLED_SPLIT)
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def find_csv(data_dir: str, csv_file: str) -> str:
     return matches[0]
 
 
-def _read_text(path: str) -> str:
+def read_text(path: str) -> str:
     with FileSystems.open(path) as f:
         data = f.read()
     try:
@@ -66,7 +68,7 @@ def _read_text(path: str) -> str:
 def _collect_json_lines(pattern: str) -> List[Any]:
     items: List[Any] = []
     for match in FileSystems.match([pattern])[0].metadata_list:
-        items.extend(json.loads(line) for line in _read_text(match.path).splitlines() if line)
+        items.extend(json.loads(line) for line in read_text(match.path).splitlines() if line)
         FileSystems.delete([match.path])
     return items
 
@@ -86,10 +88,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                       if output_dict.get(UNLABELLED_KEY) else None)
         p = exec_properties
         data_dir = p["data_dir"]
-        csv_path = find_csv(data_dir, p.get("csv_file") or "")
+        all_batches = batches_lib.list_batches(data_dir, p.get("csv_file") or "", p["images_dir"])
+        used = batches_lib.window(all_batches, int(p.get("window_batches") or 0))
+        batched = bool(used[0].name)
+        csv_path = used[-1].csv if not batched else data_dir
         columns = catalogue.Columns(**json.loads(p["columns"]))
         options = transform.IngestOptions(
-            images_dir=FileSystems.join(data_dir, p["images_dir"]),
+            images_dir=used[-1].images_dir,
+            batch_images=tuple((b.name, b.images_dir) for b in used) if batched else (),
             max_image_side=int(p["max_image_side"]),
             min_image_side=int(p["min_image_side"]),
             max_image_pixels=int(p["max_image_pixels"]),
@@ -103,9 +109,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         reviews = json.loads(p["reviews"]) if p.get("reviews") else None
         # Rows without a category are kept: they become the unlabelled split (for categorising).
-        rows, early_quarantine, total = catalogue.read_catalogue(
-            _read_text(csv_path), columns, int(p["label_depth"]), keep_unlabelled=True
-        )
+        rows, early_quarantine, total, superseded, batch_rows = read_batches(used, columns, int(p["label_depth"]))
+        if batched:
+            logger.info("catalogue of %d batches; training window: %s (data.window_batches=%s)", len(all_batches),
+                        ", ".join(b.name for b in used), p.get("window_batches") or "all")
         reviews_applied = None
         if reviews is not None:  # reviewed categories override the sellers' and label rows that had none
             rows, reviews_applied = reviews_lib.apply(rows, reviews)
@@ -115,6 +122,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         logger.info("%s: %d rows, %d refused by the CSV checks", csv_path, total, len(early_quarantine))
         if total == 0:
             raise ValueError(f"catalogue '{csv_path}' has a header but no rows")
+        if superseded:
+            logger.info("%d listings appear again in a newer batch: the newest row of each is used", len(superseded))
 
         scratch = os.path.join(report.uri, "_beam")
         with self._make_beam_pipeline() as pipeline:
@@ -140,7 +149,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             )
             _ = (
                 out[transform.COUNTS]
-                | "CountsJson" >> beam.Map(lambda kv: json.dumps([kv[0][0], kv[0][1], kv[1]]))
+                | "CountsJson" >> beam.Map(lambda kv: json.dumps([kv[0][0], kv[0][1], kv[1], kv[0][2]]))
                 | "WriteCounts" >> beam.io.WriteToText(os.path.join(scratch, "counts"))
             )
             _ = (
@@ -153,6 +162,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         quarantined = sorted(early_quarantine + quarantined, key=lambda e: (e.row, e.reason))
         counts = _collect_json_lines(os.path.join(scratch, "counts*"))
         summary = summarise(total, counts, quarantined, csv_path)
+        if batched:
+            summary["batches"] = batch_summary(used, all_batches, counts, quarantined, batch_rows, superseded)
+            summary["superseded"] = superseded[:MAX_CONFLICT_NOTICES * 5]
         missing = dict(_collect_json_lines(os.path.join(scratch, "missing_text*")))
         summary["examples_without_text"] = {c: missing.get(c, 0) for c in (*transform.TEXT_COLUMNS, "no_text")}
         if reviews_applied is not None:
@@ -168,15 +180,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         _write_json(os.path.join(report.uri, artifacts.SUMMARY_FILE), summary)
 
         examples.split_names = artifact_utils.encode_split_names(list(catalogue.SPLITS))
-        examples.span = 0
+        # TFX spans: a batch's position in name order. The artifact holds the window, newest span last.
+        examples.span = used[-1].span
         examples.version = 0
+        examples.set_string_custom_property(BATCHES_PROPERTY, json.dumps([b.name for b in used]))
+        examples.set_int_custom_property(FIRST_SPAN_PROPERTY, used[0].span)
         # What ExampleGen records, so StatisticsGen / Trainer read the payload without guessing.
         examples.set_string_custom_property("payload_format", "FORMAT_TF_EXAMPLE")
         examples.set_string_custom_property("file_format", "tfrecords_gzip")
         examples.set_string_custom_property("input_fingerprint", p.get("input_fingerprint") or "")
         if unlabelled is not None:
             unlabelled.split_names = artifact_utils.encode_split_names([UNLABELLED_SPLIT])
-            unlabelled.span, unlabelled.version = 0, 0
+            unlabelled.span, unlabelled.version = used[-1].span, 0
             unlabelled.set_string_custom_property("payload_format", "FORMAT_TF_EXAMPLE")
             unlabelled.set_string_custom_property("file_format", "tfrecords_gzip")
             unlabelled.set_int_custom_property("listings", summary["unlabelled"])
@@ -201,20 +216,75 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 "Give the catalogue's categories, or apply reviewed ones with --reviews")
 
 
+def read_batches(batches: List[batches_lib.Batch], columns: catalogue.Columns, label_depth: int):
+    """The rows of every batch (CSV-level checks applied), each tagged with its batch and span.
+
+    A listing (``uniq_id``) that appears in several batches is read from the **newest** one (a seller
+    updated it); the older rows are returned as ``superseded`` (not quarantined: nothing is wrong
+    with them). Returns ``(rows, quarantined, total, superseded, rows_per_batch)``.
+    """
+    rows: List[catalogue.CatalogueRow] = []
+    quarantined: List[catalogue.QuarantineEntry] = []
+    superseded: List[Dict[str, Any]] = []
+    total, per_batch = 0, {}
+    newer: Dict[str, str] = {}  # uniq_id -> the newer batch that has it
+    for batch in reversed(batches):  # newest first: its rows win
+        batch_rows, refused, n = catalogue.read_catalogue(read_text(batch.csv), columns, label_depth,
+                                                         keep_unlabelled=True)
+        total += n
+        per_batch[batch.name] = n
+        quarantined += [dataclasses.replace(e, batch=batch.name) for e in refused]
+        for row in batch_rows:
+            if row.uniq_id in newer:
+                superseded.append({"uniq_id": row.uniq_id, "batch": batch.name, "row": row.row,
+                                   "newer_batch": newer[row.uniq_id]})
+                continue
+            rows.append(dataclasses.replace(row, batch=batch.name, span=batch.span))
+        for row in batch_rows:
+            newer.setdefault(row.uniq_id, batch.name)
+    rows.sort(key=lambda r: r.key)
+    return rows, quarantined, total, superseded, per_batch
+
+
+def batch_summary(used: List[batches_lib.Batch], all_batches: List[batches_lib.Batch], counts: List[List[Any]],
+                  quarantined: List[catalogue.QuarantineEntry], rows_per_batch: Dict[str, int],
+                  superseded: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Per batch of the window: span, rows read, examples per split, unlabelled, quarantined, superseded."""
+    entries = []
+    for b in used:
+        examples = {s: 0 for s in catalogue.SPLITS}
+        unlabelled = 0
+        for split, _, n, *batch in counts:
+            if (batch[0] if batch else "") != b.name:
+                continue
+            if split == transform.UNLABELLED:
+                unlabelled += n
+            else:
+                examples[split] += n
+        entries.append({"name": b.name, "span": b.span, "csv": b.csv, "rows": rows_per_batch.get(b.name, 0),
+                        "examples": examples, "unlabelled": unlabelled,
+                        "quarantined": sum(1 for e in quarantined if e.batch == b.name),
+                        "superseded": sum(1 for x in superseded if x["batch"] == b.name)})
+    return {"window": entries, "all": [b.name for b in all_batches], "superseded": len(superseded)}
+
+
 def summarise(
     total: int, counts: List[List[Any]], quarantined: List[catalogue.QuarantineEntry], csv_path: str
 ) -> Dict[str, Any]:
-    """The ingestion summary: examples per split and label, quarantine by reason, notices."""
+    """The ingestion summary: examples per split and label, quarantine by reason, notices.
+
+    ``counts``: ``[split, label, n]`` or ``[split, label, n, batch]`` rows.
+    """
     per_split = {s: 0 for s in catalogue.SPLITS}
     per_split_label: Dict[str, Dict[str, int]] = {s: {} for s in catalogue.SPLITS}
     labels: Dict[str, int] = {}
     unlabelled = 0
-    for split, label, n in counts:
+    for split, label, n, *_ in counts:
         if split == transform.UNLABELLED:
             unlabelled += n
             continue
         per_split[split] += n
-        per_split_label[split][label] = n
+        per_split_label[split][label] = per_split_label[split].get(label, 0) + n
         labels[label] = labels.get(label, 0) + n
     by_reason: Dict[str, int] = {}
     for e in quarantined:

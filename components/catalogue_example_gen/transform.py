@@ -51,16 +51,22 @@ class IngestOptions:
     test_fraction: float = 0.2
     eval_fraction: float = 0.25
     split_salt: str = "placedemarche"
+    # A catalogue of batch folders: (batch name, its images folder) for each batch read.
+    batch_images: Tuple[Tuple[str, str], ...] = ()
+
+    def images_dir_of(self, batch: str) -> str:
+        """The images folder of a row's batch (``images_dir`` for a one-folder catalogue)."""
+        return dict(self.batch_images).get(batch, self.images_dir) if batch else self.images_dir
 
 
-def _reader(options: "IngestOptions") -> pictures.PictureReader:
-    return pictures.PictureReader(options.images_dir, options.max_image_bytes)
+def _reader(options: "IngestOptions", row: catalogue.CatalogueRow) -> pictures.PictureReader:
+    return pictures.PictureReader(options.images_dir_of(row.batch), options.max_image_bytes)
 
 
 def _quarantine(row: catalogue.CatalogueRow, reason: str, detail: str) -> beam.pvalue.TaggedOutput:
     return beam.pvalue.TaggedOutput(
         QUARANTINE,
-        catalogue.QuarantineEntry(row.row, row.uniq_id, row.image, reason, detail).to_dict(),
+        catalogue.QuarantineEntry(row.row, row.uniq_id, row.image, reason, detail, row.batch).to_dict(),
     )
 
 
@@ -70,7 +76,7 @@ class _HashPicture(beam.DoFn):
 
     def process(self, row: catalogue.CatalogueRow) -> Iterator:
         try:
-            data = _reader(self._options).read(row.image)
+            data = _reader(self._options, row).read(row.image)
         except pictures.PictureRefused as e:
             yield _quarantine(row, e.reason, e.detail)
             return
@@ -83,9 +89,9 @@ class _HashPicture(beam.DoFn):
 class _ResolveSharedPictures(beam.DoFn):
     def process(self, group: Tuple[str, Iterable[catalogue.CatalogueRow]]) -> Iterator:
         _, rows = group
-        by_row = {r.row: r for r in rows}
+        by_row = {r.key: r for r in rows}
         kept, refused = catalogue.resolve_shared_pictures(
-            [(r.row, r.uniq_id, r.label) for r in by_row.values()]
+            [(r.key, r.uniq_id, r.label) for r in by_row.values()], describe=lambda key: by_row[key].where,
         )
         for number, split_key in kept.items():
             yield by_row[number], split_key
@@ -106,7 +112,7 @@ class _MakeExample(beam.DoFn):
         o = self._options
         try:
             picture = images.normalise_image(
-                _reader(o).read(row.image), o.max_image_side, o.min_image_side, o.max_image_pixels, o.jpeg_quality
+                _reader(o, row).read(row.image), o.max_image_side, o.min_image_side, o.max_image_pixels, o.jpeg_quality
             )
         except (images.ImageRejected, pictures.PictureRefused) as e:
             yield _quarantine(row, e.reason, e.detail)
@@ -129,7 +135,7 @@ class _MakeExample(beam.DoFn):
         if not row.label:  # no category: the unlabelled split, categorised by the pushed model
             feature["row"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[row.row]))  # its CSV line
             example = tf.train.Example(features=tf.train.Features(feature=feature))
-            yield beam.pvalue.TaggedOutput(COUNTS, ((UNLABELLED, ""), 1))
+            yield beam.pvalue.TaggedOutput(COUNTS, ((UNLABELLED, "", row.batch), 1))
             yield beam.pvalue.TaggedOutput(UNLABELLED, example.SerializeToString(deterministic=True))
             return
         feature[LABEL] = _bytes(row.label)
@@ -145,14 +151,15 @@ class _MakeExample(beam.DoFn):
                 feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
         split = catalogue.assign_split(split_key, o.split_salt, o.test_fraction, o.eval_fraction)
         example = tf.train.Example(features=tf.train.Features(feature=feature))
-        yield beam.pvalue.TaggedOutput(COUNTS, ((split, row.label), 1))
+        yield beam.pvalue.TaggedOutput(COUNTS, ((split, row.label, row.batch), 1))
         yield beam.pvalue.TaggedOutput(split, example.SerializeToString(deterministic=True))
 
 
 class IngestCatalogue(beam.PTransform):
     """``PCollection[CatalogueRow]`` → dict of ``PCollection``s: one of serialized examples per split
     (``train``, ``eval``, ``test``), ``quarantine`` (QuarantineEntry dicts), ``counts``
-    (``((split, label), n)`` summed; ``(("unlabelled", ""), n)`` for the rows without a category),
+    (``((split, label, batch), n)`` summed; ``(("unlabelled", "", batch), n)`` for the rows without a
+    category),
     ``missing_text`` (``(column or "no_text", n)``: examples kept without a product name and / or
     description) and ``unlabelled`` (serialized examples of the rows without a category: no label, no
     split; they skip the shared-picture check, which compares categories)."""
