@@ -113,6 +113,18 @@ class DataConfig:
     max_quarantine_fraction: float = _field(
         0.05, "The run fails when more than this share of rows is quarantined", min=0.0, max=1.0
     )
+    window_batches: int = _field(
+        0, "A catalogue of batch folders (DATA/<batch>/ with its CSV and images folder, ordered by name): train on "
+        "the newest this many batches (0: all of them)", min=0)
+    accept_drift: bool = _field(
+        False, "true: a run whose newest batch drifted from the previous one past the thresholds goes on (the "
+        "decision is recorded in the metadata store and shown by review)")
+    drift_linf: float = _field(
+        0.1, "Drift gate: largest L-infinity distance between the newest and the previous batch of a categorical "
+        "feature's distribution (label, picture format)", min=0.0, max=1.0)
+    drift_jsd: float = _field(
+        0.2, "Drift gate: largest Jensen-Shannon divergence between the newest and the previous batch of a numeric "
+        "feature's distribution (prices, picture width and height, text lengths)", min=0.0, max=1.0)
     reviews: Tuple[str, ...] = _field(
         (), "Filled review queues (review_queue.csv of 'placedemarche categorize') whose reviewed_category "
         "becomes the label: a review overrides the seller's category (--reviews FILE)")
@@ -240,6 +252,9 @@ class EvaluationConfig:
     require_significance: bool = _field(
         False, "Also require McNemar p-value below significance_level to bless"
     )
+    champion_tolerance: float = _field(
+        0.0, "A candidate is blessed only if its test accuracy is at most this much below the served champion's "
+        "(the 'stable' label's version, else the highest version served), on the same test split", min=0.0, max=1.0)
     latency_budget_ms: float = _field(
         2000.0,
         "Infra validation: the largest allowed latency of one warm-up request (batches of up to 8)",
@@ -828,9 +843,10 @@ def _check_consistency(config: PipelineConfig, sources: Dict[str, str]) -> None:
                 "path; got an empty string"
             )
     names = [c.name for c in config.candidates]
-    if "baseline" in names:
-        raise ConfigError(f"config key '{CANDIDATES}'{where(CANDIDATES)}: 'baseline' is the VGG19 baseline's name; "
-                          "give the candidate another name")
+    for reserved, whose in (("baseline", "the VGG19 baseline's"), ("champion", "the served model's (champion)")):
+        if reserved in names:
+            raise ConfigError(f"config key '{CANDIDATES}'{where(CANDIDATES)}: '{reserved}' is {whose} name in the "
+                              "evaluation; give the candidate another name")
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise ConfigError(f"config key '{CANDIDATES}'{where(CANDIDATES)}: candidate names must be unique; "

@@ -124,6 +124,10 @@ def compile_pipeline(config: PipelineConfig, output_file: str) -> Dict[str, Any]
     for name, parameter in spec["root"].get("inputDefinitions", {}).get("parameters", {}).items():
         parameter["defaultValue"] = defaults[name]
         parameter["isOptional"] = True
+    # The champion is whatever the serving root holds when the run starts: never a cached answer (the
+    # local runner keys its cache on a fingerprint of the serving folder instead; the bucket cannot be
+    # read when compiling).
+    spec["root"]["dag"]["tasks"][pipeline_lib.CHAMPION]["cachingOptions"] = {"enableCache": False}
     text = yaml.safe_dump(spec, sort_keys=True)
     platform = _platform_spec(config, spec)
     os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)

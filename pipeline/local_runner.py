@@ -100,8 +100,9 @@ def ingestion_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
 
     Returns a dict with ``examples`` (per split), ``labels`` (counts), ``examples_per_split_and_label``,
     ``quarantined`` (list of row, uniq_id, image, reason, detail), ``quarantined_by_reason``,
-    ``anomalies`` (list), ``data_validation`` (passed / failed / not run), ``notices`` and the
-    artifact folders.
+    ``anomalies`` (list), ``data_validation`` (passed / failed / not run), ``notices``, ``batches``
+    (examples per catalogue batch), ``drift`` (the drift gate's report, None when it stopped the run:
+    then the failure says why) and the artifact folders.
     """
     store = outputs.open_store(str(metadata_path(run_dir)))
     report: Dict[str, Any] = {"run_dir": str(run_dir)}
@@ -123,6 +124,8 @@ def ingestion_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
         notices=summary["notices"],
         reviews=summary.get("reviews"),
         unlabelled=summary.get("unlabelled", 0),
+        batches=summary.get("batches"),
+        drift=run_reader.read_drift(store, config.name),
         artifacts={"examples": example_gen.outputs["examples"][0], "quarantine": quarantine_uri,
                    "unlabelled": (example_gen.outputs.get("unlabelled") or [None])[0]},
     )
@@ -211,7 +214,18 @@ def run_report(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
         "pushed": pushed,
         "explanations": info.explanations,
         "categorized": info.categorized,
+        "champion": _champion_summary(info.candidates[shown]) if shown in info.candidates else None,
+        "drift": info.drift,
+        "batches": (info.ingestion or {}).get("batches"),
     }
+
+
+def _champion_summary(candidate: run_reader.CandidateRun) -> Optional[Dict[str, Any]]:
+    """What the shown candidate's gate compared with: the served champion's version and accuracy, or why none."""
+    block = (candidate.comparison or {}).get("champion")
+    if block is None:
+        return None
+    return {k: block.get(k) for k in ("compared", "version", "accuracy", "difference", "tolerance", "reason")}
 
 
 def curated_schema(config: PipelineConfig, run_dir: Path, schema_out: str):

@@ -32,7 +32,10 @@ from placedemarche.components.candidate_evaluator.component import CandidateEval
 from placedemarche.components.catalogue_example_gen.component import CatalogueExampleGen, fingerprint
 from placedemarche.components.categorizer import reviews as reviews_lib
 from placedemarche.components.categorizer.component import BatchCategorizer
+from placedemarche.components.champion import champion as champion_lib
+from placedemarche.components.champion.component import ChampionResolver
 from placedemarche.components.data_gate.component import DataValidationGate
+from placedemarche.components.drift_gate.component import DriftGate
 from placedemarche.components.infra_validator.component import LocalInfraValidator
 from placedemarche.components.model_gate import tfma_eval
 from placedemarche.components.model_gate.component import ModelGate
@@ -49,8 +52,10 @@ STATISTICS_GEN = "StatisticsGen"
 SCHEMA_GEN = "ImportSchemaGen"
 EXAMPLE_VALIDATOR = "ExampleValidator"
 DATA_GATE = "DataValidationGate"
-DATA_STAGES = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR, DATA_GATE)
+DRIFT_GATE = "DriftGate"
+DATA_STAGES = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR, DRIFT_GATE, DATA_GATE)
 BASELINE_TRAINER = "BaselineTrainer"
+CHAMPION = "ChampionResolver"
 EVALUATOR = "Evaluator"
 PUSHER = "ServingPusher"
 EXPLAINER = "ShapExplainer"
@@ -124,7 +129,7 @@ def node_ids(config: PipelineConfig) -> Tuple[str, ...]:
     ids = list(DATA_STAGES) + list(feature_groups(config)) + [test_features_id(g) for g in test_feature_groups(config)]
     ids += [tuner_id(n) for n in tuned_candidates(config)]
     ids += [BASELINE_TRAINER] + [trainer_id(n) for n in names]
-    ids.append(EVALUATOR)
+    ids += [CHAMPION, EVALUATOR]
     for name in names:
         ids += candidate_nodes(name)
     return tuple(ids + [PUSHER, CATEGORIZER, EXPLAINER])
@@ -172,7 +177,7 @@ def create_pipeline(
     if not config.serving.serving_root and "serving_root" not in runtime:
         raise ValueError("config.serving.serving_root is unset: the runner must name the push destination")
     stages = _data_stages(config, runtime.get("data_dir"))
-    example_gen, _, schema_gen, _, data_gate = stages
+    example_gen, _, schema_gen, _, _, data_gate = stages
     examples = example_gen.outputs["examples"]
     nodes: List[base_node.BaseNode] = list(stages)
 
@@ -230,17 +235,26 @@ def create_pipeline(
     candidates = config.enabled_candidates
     trainers = {c.name: trainer(c.name, c, trainer_id(c.name), "candidate") for c in candidates}
     models = {name: t.outputs["model"] for name, t in trainers.items()}
+    serving_root = runtime.get("serving_root", config.serving.serving_root)
+    champion = ChampionResolver(
+        serving_root=serving_root, model_name=config.serving.model_name, stable_version=config.serving.stable_version,
+        # What is served now, so a push / rollback since the last run re-resolves the champion. A remote
+        # root (or a runtime parameter) is not read at build time: Kubeflow's task runs uncached instead.
+        serving_state=(champion_lib.serving_state(serving_root, config.serving.model_name, config.serving.stable_version)
+                       if isinstance(serving_root, str) and "://" not in serving_root else ""),
+    ).with_id(CHAMPION)
     evaluator = CandidateEvaluator(
         examples=examples, models=models, baseline_model=baseline.outputs["model"],
+        champion_model=champion.outputs["champion"],
         eval_config=tfma_eval.eval_config(evaluation.min_accuracy, evaluation.min_improvement, sorted(models)),
     ).with_id(EVALUATOR)
-    nodes += [*trainers.values(), evaluator]
+    nodes += [*trainers.values(), champion, evaluator]
     blessings, infra_blessings = {}, {}
     for name, model in models.items():
         model_gate = ModelGate(
             examples=examples, candidate=model, baseline=baseline.outputs["model"],
-            evaluation=evaluator.outputs["evaluation"],
-            min_accuracy=evaluation.min_accuracy, min_improvement=evaluation.min_improvement,
+            evaluation=evaluator.outputs["evaluation"], champion=champion.outputs["champion"],
+            champion_tolerance=evaluation.champion_tolerance, min_accuracy=evaluation.min_accuracy, min_improvement=evaluation.min_improvement,
             significance_level=evaluation.significance_level, require_significance=evaluation.require_significance,
         ).with_id(gate_id(name))
         infra_validator = _infra_validator(config, name, model, examples, model_gate.outputs["blessing"])
@@ -249,7 +263,7 @@ def create_pipeline(
         infra_blessings[name] = infra_validator.outputs["blessing"]
     pusher = ServingPusher(
         models=models, blessings=blessings, infra_blessings=infra_blessings,
-        serving_root=runtime.get("serving_root", config.serving.serving_root), model_name=config.serving.model_name,
+        serving_root=serving_root, model_name=config.serving.model_name,
     ).with_id(PUSHER)
     explain = config.explain
     explainer = ShapExplainer(
@@ -348,16 +362,40 @@ def _data_stages(config: PipelineConfig, data_dir_parameter=None) -> List[base_n
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     ).with_id(EXAMPLE_VALIDATOR)
+    data = _data(config, data_dir_parameter)
+    drift_gate = DriftGate(
+        examples=example_gen.outputs["examples"], data_dir=data.data_dir, csv_file=data.csv_file or "",
+        images_dir=data.images_dir, id_column=data.id_column, image_column=data.image_column,
+        category_column=data.category_column, label_depth=data.label_depth, max_image_bytes=data.max_image_bytes,
+        drift_linf=data.drift_linf, drift_jsd=data.drift_jsd, accept_drift=data.accept_drift,
+        input_fingerprint=example_gen.exec_properties["input_fingerprint"],
+    ).with_id(DRIFT_GATE)
     data_gate = DataValidationGate(anomalies=example_validator.outputs["anomalies"]).with_id(DATA_GATE)
-    return [example_gen, statistics_gen, schema_gen, example_validator, data_gate]
+    # Nothing downstream of the data gate starts unless the newest batch passed the drift gate too.
+    data_gate.add_upstream_node(drift_gate)
+    return [example_gen, statistics_gen, schema_gen, example_validator, drift_gate, data_gate]
+
+
+def _data(config: PipelineConfig, data_dir_parameter=None):
+    data = config.data
+    if data_dir_parameter is not None:
+        return dataclasses.replace(data, data_dir=data_dir_parameter)
+    if not data.data_dir:
+        raise ValueError("config.data.data_dir is unset: the runner must name the catalogue folder")
+    return data
+
+
+def _fingerprint(data) -> str:
+    # Local catalogues are fingerprinted so TFX's cache notices a changed catalogue (a new batch). A
+    # remote one (gs://..., or a runtime parameter on Kubeflow) cannot be read when the pipeline is
+    # compiled offline; there Kubeflow's own cache keys on the parameters.
+    if isinstance(data.data_dir, str) and "://" not in data.data_dir:
+        return fingerprint(data.data_dir, data.csv_file, data.images_dir)
+    return ""
 
 
 def _ingestion(config: PipelineConfig, data_dir_parameter=None):
-    data = config.data
-    if data_dir_parameter is not None:
-        data = dataclasses.replace(data, data_dir=data_dir_parameter)
-    elif not data.data_dir:
-        raise ValueError("config.data.data_dir is unset: the runner must name the catalogue folder")
+    data = _data(config, data_dir_parameter)
     example_gen = CatalogueExampleGen(
         data_dir=data.data_dir,
         csv_file=data.csv_file,
@@ -375,11 +413,8 @@ def _ingestion(config: PipelineConfig, data_dir_parameter=None):
         eval_fraction=data.eval_fraction,
         split_salt=data.split_salt,
         max_quarantine_fraction=data.max_quarantine_fraction,
-        # Local catalogues are fingerprinted so TFX's cache notices a changed catalogue. A remote one
-        # (gs://..., or a runtime parameter on Kubeflow) cannot be read when the pipeline is compiled
-        # offline; there Kubeflow's own cache keys on the parameters.
-        input_fingerprint=(fingerprint(data.data_dir, data.csv_file, data.images_dir)
-                           if isinstance(data.data_dir, str) and "://" not in data.data_dir else ""),
+        window_batches=data.window_batches,
+        input_fingerprint=_fingerprint(data),
         # Read now: the reviews themselves (and each file's digest) are recorded with the run.
         reviews=reviews_lib.to_property(reviews_lib.load(data.reviews)) if data.reviews else None,
     ).with_id(EXAMPLE_GEN)

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 from placedemarche.components.backbone_features import constants as features_constants
 from placedemarche.components.catalogue_example_gen import constants as example_gen_constants
 from placedemarche.components.categorizer import constants as categorizer_constants
+from placedemarche.components.drift_gate import constants as drift_constants
 from placedemarche.components.infra_validator import constants as infra_constants
 from placedemarche.components.model_gate import constants as gate_constants
 from placedemarche.components.serving_pusher import constants as pusher_constants
@@ -85,6 +86,7 @@ class RunInfo:
     explanations: Optional[Dict[str, Any]]
     categorized: Optional[Dict[str, Any]] = None  # BatchCategorizer's summary.json plus its folder
     ingestion: Optional[Dict[str, Any]] = None  # CatalogueExampleGen's summary.json (reviews applied included)
+    drift: Optional[Dict[str, Any]] = None  # DriftGate's drift.json plus its folder (when the gate passed)
 
     def node_state(self, node: str) -> str:
         return next((n.state for n in self.nodes if n.node == node), "NOT RUN")
@@ -190,4 +192,20 @@ def read(config: PipelineConfig, run_dir: Path, with_node: Optional[str] = None)
     ingestion = _json(Path(quarantine_uri, example_gen_constants.SUMMARY_FILE)) if quarantine_uri else None
     return RunInfo(str(run_dir), config.name, run.name, nodes, features,
                    _model(store, config, pipeline_lib.BASELINE_TRAINER, run), candidates, push, explanations,
-                   categorized, ingestion)
+                   categorized, ingestion, read_drift(store, config.name, run))
+
+
+def read_drift(store, pipeline_name: str, run=None) -> Optional[Dict[str, Any]]:
+    """The drift gate's report of ``run`` (the latest when None) as ``review`` shows it: the batches
+    compared, what moved, whether ``data.accept_drift`` let it through; None when the gate has not
+    passed (a drift that stopped the run is in the run's failure message)."""
+    uri = _done_output(outputs.latest_node_run(store, pipeline_name, pipeline_lib.DRIFT_GATE, run),
+                       drift_constants.DRIFT_KEY)
+    report = _json(Path(uri, drift_constants.REPORT_FILE)) if uri else None
+    if report is None:
+        return None
+    return {"folder": uri, "compared": report["compared"], "drifted": report["drifted"],
+            "accepted": report.get("accepted", False), "newest_batch": (report.get("newest") or {}).get("name"),
+            "previous_batch": (report.get("previous") or {}).get("name"), "reason": report.get("reason"),
+            "moved": [{k: m[k] for k in ("feature", "measure", "value", "threshold")} for m in report.get("moved", [])],
+            "thresholds": report.get("thresholds")}

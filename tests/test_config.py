@@ -166,6 +166,9 @@ def test_candidates_as_a_yaml_list_define_the_whole_set(tmp_path):
     path.write_text("candidates:\n  - name: baseline\n")
     with pytest.raises(ConfigError, match=r"'baseline' is the VGG19 baseline's name"):
         load_config(path)
+    path.write_text("candidates:\n  - name: champion\n")
+    with pytest.raises(ConfigError, match=r"'champion' is the served model's \(champion\) name"):
+        load_config(path)
     path.write_text("candidates:\n  - name: pictures_nor_text\n    backbone: none\n")
     with pytest.raises(ConfigError, match=r"reads neither pictures .* nor text"):
         load_config(path)

@@ -126,7 +126,8 @@ def test_tfma_numbers_are_what_the_models_do_on_the_test_split(root, first):
         assert comparison["mcnemar"]["candidate_only_correct"] == int(np.sum(c & ~b))
         assert comparison["mcnemar"]["baseline_only_correct"] == int(np.sum(~c & b))
         assert [k["name"] for k in comparison["checks"]] == ["accuracy_floor", "improvement_over_baseline",
-                                                             "tfma_evaluator"]
+                                                             "tfma_evaluator", "not_worse_than_champion"]
+        assert comparison["champion"]["compared"] is False  # the first run: nothing was served
 
 
 def test_the_pushed_copy_answers_as_the_gate_saw_and_carries_its_warm_up(root, first):
@@ -210,14 +211,25 @@ def test_html_report_renders_in_headless_chromium(root, first, tmp_path):
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200  # not a blank page
 
 
-def test_second_run_is_served_from_the_cache(root, cached):
+def test_second_run_is_served_from_the_cache_and_meets_the_champion_the_first_pushed(root, cached):
     status, report = cached
     assert status == 0
-    assert all(n["state"] == "CACHED" for n in report["nodes"]), report["nodes"]
+    nodes = pipeline_lib.node_ids(CONFIG)
+    # The first run pushed version 1: the served champion changed, so what compares with it runs again
+    # (the evaluation, the gates and what reads them); data, features and Trainers come from the cache.
+    again = nodes[nodes.index(pipeline_lib.CHAMPION):]
+    assert [(n["node"], n["state"]) for n in report["nodes"]] == [
+        (n, "COMPLETE" if n in again else "CACHED") for n in nodes], report["nodes"]
     store = outputs.open_store(str(local_runner.metadata_path(root / "run")))
-    for node in pipeline_lib.node_ids(CONFIG):
-        assert outputs.count_executions(store, "placedemarche", node) == {"COMPLETE": 1, "CACHED": 1}, node
+    for node in nodes:
+        assert outputs.count_executions(store, "placedemarche", node) == (
+            {"COMPLETE": 2} if node in again else {"COMPLETE": 1, "CACHED": 1}), node
+    assert report["champion"]["compared"] and report["champion"]["version"] == 1
+    assert report["champion"]["difference"] == 0.0  # the pushed model is this run's b7_text: the same answers
     assert report["pushed"]["version"] == 1  # the same model: no new version
+    # A third run with nothing new served is served from the cache entirely.
+    status, third = _run(root)
+    assert status == 0 and all(n["state"] == "CACHED" for n in third["nodes"]), third["nodes"]
 
 
 def test_reviewer_can_push_a_candidate_and_roll_back(root, cached):

@@ -53,8 +53,9 @@ def _tiny_image_classifier(labels, constant_class: int) -> export_lib.Classifier
     return export_lib.ImageClassifier(extractor, head, labels, 16)
 
 
-def _text_classifier(train_files) -> export_lib.Classifier:
-    """A linear text classifier whose weights are the train split's class centroids (no training)."""
+def _text_classifier(train_files, forgotten=()) -> export_lib.Classifier:
+    """A linear text classifier whose weights are the train split's class centroids (no training);
+    the ``forgotten`` categories are never predicted."""
     train = train_lib.read_examples(train_files, TEXT)
     settings = text_lib.TextSettings(min_df=1)
     vocabulary = text_lib.fit_vocabulary(train.text(TEXT), settings)
@@ -64,7 +65,11 @@ def _text_classifier(train_files) -> export_lib.Classifier:
     centroids = np.stack([x[y == k].mean(axis=0) for k in range(len(LABELS))])
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     head = model_lib.build_text_head(len(vocabulary), len(LABELS), 0.0, 0)
-    head.get_layer("text_probabilities").set_weights([centroids.T.astype(np.float32), np.zeros(len(LABELS), np.float32)])
+    bias = np.zeros(len(LABELS), np.float32)
+    for label in forgotten:
+        centroids[LABELS.index(label)] = 0.0
+        bias[LABELS.index(label)] = -5.0
+    head.get_layer("text_probabilities").set_weights([centroids.T.astype(np.float32), bias])
     return export_lib.Classifier(LABELS, featurizer=featurizer, text_head=head, text_columns=TEXT)
 
 
@@ -122,7 +127,7 @@ def evaluated(sample_examples, tmp_path_factory):
 
 
 def _gate(evaluated, out: Path, candidate: str, *, min_accuracy=TFMA_MIN_ACCURACY, min_improvement=TFMA_MIN_IMPROVEMENT,
-          significance_level=0.05, require_significance=False, baseline=None):
+          significance_level=0.05, require_significance=False, baseline=None, champion=None, champion_tolerance=0.0):
     _, examples, models, evaluation, _ = evaluated
     blessing = standard_artifacts.ModelBlessing()
     blessing.uri = str(out / "blessing")
@@ -132,10 +137,12 @@ def _gate(evaluated, out: Path, candidate: str, *, min_accuracy=TFMA_MIN_ACCURAC
     os.makedirs(comparison.uri)
     gate_executor.Executor().Do(
         {gate_executor.EXAMPLES_KEY: [examples], gate_executor.CANDIDATE_KEY: [models[candidate]],
-         gate_executor.BASELINE_KEY: [baseline or models["baseline"]], gate_executor.EVALUATION_KEY: [evaluation]},
+         gate_executor.BASELINE_KEY: [baseline or models["baseline"]], gate_executor.EVALUATION_KEY: [evaluation],
+         **({gate_executor.CHAMPION_KEY: [champion]} if champion is not None else {})},
         {gate_executor.BLESSING_KEY: [blessing], gate_executor.COMPARISON_KEY: [comparison]},
         {"split": "test", "min_accuracy": min_accuracy, "min_improvement": min_improvement,
-         "significance_level": significance_level, "require_significance": int(require_significance)},
+         "significance_level": significance_level, "require_significance": int(require_significance),
+         "champion_tolerance": champion_tolerance},
     )
     report = json.loads((out / "comparison" / gate_executor.COMPARISON_FILE).read_text())
     return blessing, report
@@ -219,7 +226,8 @@ def test_a_clearly_better_candidate_is_blessed_and_the_comparison_matches_the_mo
         (expected["predicted"] == expected["truth"]) & (evaluated[4]["baseline"][0] == expected["truth"])))
     assert report["tfma"]["validation_ok"] is True and report["tfma"]["evaluation_uri"] == evaluated[3].uri
     assert [(c["name"], c["passed"]) for c in report["checks"]] == [
-        ("accuracy_floor", True), ("improvement_over_baseline", True), ("tfma_evaluator", True)]
+        ("accuracy_floor", True), ("improvement_over_baseline", True), ("tfma_evaluator", True),
+        ("not_worse_than_champion", True)]
     gain = [c for c in report["checks"] if c["name"] == "improvement_over_baseline"][0]
     assert gain["value"] == pytest.approx(expected["accuracy"] - expected["baseline_accuracy"])
 
@@ -234,7 +242,8 @@ def test_below_the_accuracy_floor_is_not_blessed(evaluated, tmp_path):
     assert json.loads(blessing.get_string_custom_property("reasons")) == [
         f"candidate test accuracy {expected['accuracy']:.4f} must be >= 0.9900 (evaluation.min_accuracy)"]
     assert [(c["name"], c["passed"]) for c in report["checks"]] == [
-        ("accuracy_floor", False), ("improvement_over_baseline", True), ("tfma_evaluator", True)]
+        ("accuracy_floor", False), ("improvement_over_baseline", True), ("tfma_evaluator", True),
+        ("not_worse_than_champion", True)]
     assert report["blessed"] is False
 
 
@@ -351,3 +360,129 @@ def test_a_candidate_named_like_the_baseline_is_refused_clearly(evaluated, tmp_p
              f"{evaluator_constants.MODEL_KIND}__baseline": [models["good"]]},
             {evaluator_constants.EVALUATION_KEY: [evaluation]},
             {evaluator_constants.EVAL_CONFIG: proto_utils.proto_to_json(config), evaluator_constants.SPLIT: "test"})
+
+
+# --- The served champion (issue 14): evaluated in the same TFMA pass, a check of its own in the gate.
+
+def _champion_artifact(uri: Path, serving_root: str, model_name: str = "m", stable_version: int = 0):
+    from placedemarche.components.champion import constants as champion_constants
+    from placedemarche.components.champion import executor as champion_executor
+
+    champion = standard_artifacts.Model()
+    champion.uri = str(uri)
+    champion_executor.Executor().Do({}, {champion_constants.CHAMPION_KEY: [champion]},
+                                    {"serving_root": serving_root, "model_name": model_name,
+                                     "stable_version": stable_version, "serving_state": ""})
+    return champion
+
+
+@pytest.fixture(scope="module")
+def with_champion(evaluated, sample_examples, tmp_path_factory):
+    """``good`` pushed as served version 1 (the champion); candidates ``good`` again and ``weak``
+    evaluated against the baseline and that champion in one CandidateEvaluator run."""
+    from placedemarche.components.serving_pusher import push as push_lib
+
+    root = tmp_path_factory.mktemp("champion")
+    _, examples, models, _, outcomes = evaluated
+    serving_root = str(root / "serving")
+    push_lib.push(model_contract.serving_dir(models["good"].uri), serving_root, "m")
+    weak = _model_artifact(root / "weak", "weak", 150)
+    export_lib.export(_text_classifier([str(sample_examples / "Split-train" / "*.gz")], ("Watches", "Computers")),
+                      os.path.join(weak.uri, model_contract.TRAINER_SERVING_SUBDIR), {"backbone": "tiny"})
+    champion = _champion_artifact(root / "champion", serving_root)
+    evaluation = standard_artifacts.ModelEvaluation()
+    evaluation.uri = str(root / "evaluation")
+    os.makedirs(evaluation.uri)
+    config = tfma_eval.eval_config(TFMA_MIN_ACCURACY, TFMA_MIN_IMPROVEMENT, ["good", "weak"])
+    executor = evaluator_executor.Executor(
+        base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=["--direct_num_workers=1"]))
+    executor.Do(
+        {evaluator_constants.EXAMPLES_KEY: [examples], evaluator_constants.BASELINE_KEY: [models["baseline"]],
+         evaluator_constants.CHAMPION_KEY: [champion],
+         f"{evaluator_constants.MODEL_KIND}__good": [models["good"]], f"{evaluator_constants.MODEL_KIND}__weak": [weak]},
+        {evaluator_constants.EVALUATION_KEY: [evaluation]},
+        {evaluator_constants.EVAL_CONFIG: proto_utils.proto_to_json(config), evaluator_constants.SPLIT: "test"},
+    )
+    test_files = sorted(str(p) for p in (sample_examples / "Split-test").glob("*.gz"))
+    outcomes = {**outcomes, "weak": _outcomes(model_contract.serving_dir(weak.uri), test_files)}
+    return root, examples, {**models, "weak": weak}, evaluation, outcomes, champion, serving_root
+
+
+def test_the_served_champion_is_evaluated_with_the_candidates(with_champion):
+    _, _, _, evaluation, outcomes, champion, serving_root = with_champion
+    assert champion.get_int_custom_property("served") == 1 and champion.get_int_custom_property("version") == 1
+    assert champion.get_string_custom_property("how") == "highest version"
+    assert evaluation.get_string_custom_property("models") == "good,weak,champion,baseline"
+    assert evaluation.get_int_custom_property(evaluator_constants.CHAMPION_COMPARED) == 1
+    assert evaluation.get_int_custom_property(evaluator_constants.CHAMPION_VERSION) == 1
+    results = tfma_eval.read_results(evaluation.uri, LABELS, "weak", "champion", "champion_paired")
+    weak_predicted, truth = outcomes["weak"]
+    champion_predicted, _ = outcomes["good"]  # the champion is good's SavedModel, served
+    assert results["champion"]["accuracy"] == pytest.approx(float(np.mean(champion_predicted == truth)), abs=1e-6)
+    weak_ok, champion_ok = weak_predicted == truth, champion_predicted == truth
+    assert results["champion_paired"] == {
+        "candidate_only_correct": int(np.sum(weak_ok & ~champion_ok)),
+        "baseline_only_correct": int(np.sum(~weak_ok & champion_ok)),
+        "both_correct": int(np.sum(weak_ok & champion_ok)), "both_wrong": int(np.sum(~weak_ok & ~champion_ok))}
+
+
+def test_a_challenger_that_beats_the_baseline_but_not_the_champion_is_not_blessed(with_champion, tmp_path):
+    root, examples, models, evaluation, outcomes, champion, _ = with_champion
+    gate_input = (root, examples, models, evaluation, outcomes)
+    weak_predicted, truth = outcomes["weak"]
+    weak, champ, base = (float(np.mean(p == truth)) for p in (weak_predicted, outcomes["good"][0],
+                                                                outcomes["baseline"][0]))
+    assert weak > base + TFMA_MIN_IMPROVEMENT and weak >= TFMA_MIN_ACCURACY and weak < champ - 0.05
+    blessing, report = _gate(gate_input, tmp_path / "strict", "weak", champion=champion)
+    assert blessing.get_int_custom_property("blessed") == 0
+    assert [c["name"] for c in report["checks"] if not c["passed"]] == ["not_worse_than_champion"]
+    (reason,) = json.loads(blessing.get_string_custom_property("reasons"))
+    assert reason.startswith(f"candidate {weak:.4f} - champion {champ:.4f} (served version 1) = {weak - champ:+.4f} "
+                             "must be >= -0.0000 (evaluation.champion_tolerance)")
+    block = report["champion"]
+    assert block["compared"] is True and block["version"] == 1 and block["how"] == "highest version"
+    assert block["accuracy"] == pytest.approx(champ) and block["difference"] == pytest.approx(weak - champ)
+    assert block["per_category"]["Watches"]["support"] > 0
+    assert block["mcnemar"]["baseline_only_correct"] == int(np.sum((weak_predicted != truth) & (outcomes["good"][0] == truth)))
+    # A tolerance wider than the gap lets it through; the same model as the champion always passes.
+    tolerant, _ = _gate(gate_input, tmp_path / "tolerant", "weak", champion=champion,
+                        champion_tolerance=round(champ - weak + 0.01, 4))
+    assert tolerant.get_int_custom_property("blessed") == 1
+    same, report = _gate(gate_input, tmp_path / "same", "good", champion=champion)
+    assert same.get_int_custom_property("blessed") == 1
+    assert report["champion"]["difference"] == pytest.approx(0.0)
+
+
+def test_the_first_run_says_nothing_is_served(evaluated, tmp_path):
+    champion = _champion_artifact(tmp_path / "champion", str(tmp_path / "empty-serving"))
+    assert champion.get_int_custom_property("served") == 0
+    blessing, report = _gate(evaluated, tmp_path, "good", champion=champion)
+    assert blessing.get_int_custom_property("blessed") == 1
+    assert report["champion"]["compared"] is False and report["champion"]["version"] is None
+    (check,) = [c for c in report["checks"] if c["name"] == "not_worse_than_champion"]
+    assert check["passed"] is True and check["value"] is None
+    assert "first run: nothing is served under" in check["explanation"]
+
+
+def test_the_champion_follows_the_stable_label_and_refuses_a_missing_one(evaluated, tmp_path):
+    from placedemarche.components.champion import champion as champion_lib
+    from placedemarche.components.serving_pusher import push as push_lib
+
+    models = evaluated[2]
+    serving_root = str(tmp_path / "serving")
+    assert champion_lib.resolve(serving_root, "m").how == champion_lib.NOTHING
+    before = champion_lib.serving_state(serving_root, "m")
+    push_lib.push(model_contract.serving_dir(models["good"].uri), serving_root, "m")
+    push_lib.push(model_contract.serving_dir(models["constant"].uri), serving_root, "m")
+    os.makedirs(os.path.join(serving_root, "m", "3"))  # a half-written version never counts
+    assert champion_lib.serving_state(serving_root, "m") != before
+    assert champion_lib.resolve(serving_root, "m").version == 2
+    stable = champion_lib.resolve(serving_root, "m", stable_version=1)
+    assert (stable.version, stable.how) == (1, champion_lib.STABLE)
+    with pytest.raises(champion_lib.ChampionError, match=r"stable_version=3 .* no complete version 3"):
+        champion_lib.resolve(serving_root, "m", stable_version=3)
+    # A champion trained on other categories is not compared, and the evaluation says why.
+    other = tmp_path / "other"
+    export_lib.export(_tiny_image_classifier(list(reversed(LABELS)), 0), str(other), {"backbone": "tiny"})
+    assert "other categories" in champion_lib.not_comparable(str(other), LABELS)
+    assert champion_lib.not_comparable(model_contract.serving_dir(models["good"].uri), LABELS) is None

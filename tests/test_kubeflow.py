@@ -86,6 +86,20 @@ def test_catalogue_and_serving_root_are_runtime_parameters(compiled):
     assert gen_inputs["data_dir"] == {"componentInputParameter": "data_dir"}
 
 
+def test_the_champion_is_resolved_from_the_runtime_serving_root_on_every_run(compiled):
+    spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    champion = tasks[pipeline_lib.CHAMPION]
+    assert champion["inputs"]["parameters"]["serving_root"] == {"componentInputParameter": "serving_root"}
+    assert champion["cachingOptions"] == {"enableCache": False}  # what is served is never a cached answer
+    assert tasks[pipeline_lib.EVALUATOR]["cachingOptions"].get("enableCache") is True
+    assert pipeline_lib.CHAMPION in _upstream(spec, pipeline_lib.EVALUATOR)
+    for name in ("b7_image", "b7_text"):
+        assert pipeline_lib.CHAMPION in _upstream(spec, pipeline_lib.gate_id(name))
+    # The drift gate runs on the data stages' side: nothing trains before it passed.
+    assert pipeline_lib.DRIFT_GATE in _upstream(spec, pipeline_lib.DATA_GATE)
+
+
 def test_compile_without_pipeline_root_says_what_to_set(tmp_path, capsys):
     assert main(["-q", "compile", "--output", str(tmp_path / "p.yaml")]) == 2
     assert "runner.pipeline_root is unset" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import apache_beam as beam
 import tensorflow_model_analysis as tfma
@@ -21,6 +21,10 @@ from tfx.utils import io_utils, proto_utils
 
 from placedemarche.components import candidate_inputs
 from placedemarche.components.candidate_evaluator import constants as c
+from placedemarche.components.champion import champion as champion_lib
+from placedemarche.components.champion import constants as champion_constants
+from placedemarche.components.champion import executor as champion_executor
+from placedemarche.components.model_gate import tfma_eval
 from placedemarche.serving import model_contract
 
 logger = logging.getLogger(__name__)
@@ -28,6 +32,22 @@ _TELEMETRY = ["placedemarche", "CandidateEvaluator"]
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
+    @staticmethod
+    def _champion(input_dict, paths: Dict[str, str], candidates) -> Tuple[str, int, str]:
+        """(the champion's version folder, or "" when it is not evaluated; its version; why)."""
+        artifacts = input_dict.get(c.CHAMPION_KEY) or []
+        if not artifacts:
+            return "", 0, "no champion input: candidates are compared with the baseline only"
+        champion = champion_executor.read(artifacts[0])
+        if not champion["served"]:
+            return "", 0, champion["reason"]
+        labels = model_contract.read_labels(next(iter(paths.values())))
+        why_not = champion_lib.not_comparable(champion["path"], labels)
+        if why_not:
+            logger.warning("the served champion (version %s) is not compared: %s", champion["version"], why_not)
+            return "", int(champion["version"]), f"version {champion['version']} is served but not compared: {why_not}"
+        return champion["path"], int(champion["version"]), champion["reason"]
+
     def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
            exec_properties: Dict[str, Any]) -> None:
         eval_config = tfma.EvalConfig()
@@ -38,6 +58,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         for spec in eval_config.model_specs:
             if spec.is_baseline:
                 paths[spec.name] = model_contract.serving_dir(baseline.uri)
+        compared, version, reason = self._champion(input_dict, paths, candidates)
+        if compared:
+            eval_config = tfma_eval.with_champion(eval_config, champion_constants.MODEL_SPEC_NAME,
+                                                  champion_constants.PAIRED_METRIC)
+            paths[champion_constants.MODEL_SPEC_NAME] = compared
         missing = [s.name for s in eval_config.model_specs if s.name not in paths]
         if missing:
             raise ValueError(f"the evaluation config names models {missing} that are not inputs ({sorted(paths)})")
@@ -64,5 +89,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         evaluation = artifact_utils.get_single_instance(output_dict[c.EVALUATION_KEY])
         evaluation.set_int_custom_property("validation_ok", int(validation.validation_ok))
         evaluation.set_string_custom_property("models", ",".join(s.name for s in eval_config.model_specs))
+        evaluation.set_int_custom_property(c.CHAMPION_COMPARED, int(bool(compared)))
+        evaluation.set_int_custom_property(c.CHAMPION_VERSION, version)
+        evaluation.set_string_custom_property(c.CHAMPION_REASON, reason)
         logger.info("evaluation written to %s (TFMA thresholds %s)", os.path.basename(output_uri),
                     "all passed" if validation.validation_ok else "not all passed")

@@ -4,6 +4,7 @@ EXAMPLES_KEY = "examples"
 CANDIDATE_KEY = "candidate"
 BASELINE_KEY = "baseline"
 EVALUATION_KEY = "evaluation"
+CHAMPION_KEY = "champion"  # optional: ChampionResolver's output (which version is served)
 BLESSING_KEY = "blessing"
 COMPARISON_KEY = "comparison"
 COMPARISON_FILE = "comparison.json"

@@ -155,3 +155,18 @@ def decide(cand: ModelMetrics, base: ModelMetrics, test: McNemar, labels: Sequen
             f"{test.baseline_only_correct}) (evaluation.require_significance)",
         ))
     return Decision(all(c.passed for c in checks), checks, cand, base, test, list(labels))
+
+
+def champion_check(cand: ModelMetrics, champion: Optional[ModelMetrics], tolerance: float, about: str,
+                   test: Optional[McNemar] = None) -> Check:
+    """The challenger's check against the served champion: its accuracy may fall at most ``tolerance``
+    below the champion's (``evaluation.champion_tolerance``). ``champion`` None: nothing comparable is
+    served (``about`` says why), and the check passes saying so. ``about`` names the champion."""
+    if champion is None:
+        return Check("not_worse_than_champion", None, -tolerance, True, f"no champion compared: {about}")
+    gap = cand.accuracy - champion.accuracy
+    where = "" if test is None else (f"; McNemar p = {test.p_value:.4g} ({test.candidate_only_correct} right only "
+                                     f"by the candidate, {test.baseline_only_correct} only by the champion)")
+    return Check("not_worse_than_champion", gap, -tolerance, gap >= -tolerance - 1e-12,
+                 f"candidate {cand.accuracy:.4f} - champion {champion.accuracy:.4f} ({about}) = {gap:+.4f} must be "
+                 f">= {-tolerance:+.4f} (evaluation.champion_tolerance){where}")

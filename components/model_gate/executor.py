@@ -12,6 +12,7 @@ impossible (different label sets, no examples).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,12 +21,14 @@ from typing import Any, Dict, List
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from placedemarche.components.champion import constants as champion_constants
 from placedemarche.components.model_gate import constants, predict, tfma_eval
 from placedemarche.components.model_gate import decision as decision_lib
 from placedemarche.components.model_gate.constants import (  # noqa: F401 (re-exported)
     BASELINE_KEY,
     BLESSING_KEY,
     CANDIDATE_KEY,
+    CHAMPION_KEY,
     COMPARISON_FILE,
     COMPARISON_KEY,
     EVALUATION_KEY,
@@ -64,6 +67,44 @@ def check_consistency(results: Dict[str, Any], candidate: decision_lib.ModelMetr
         raise RuntimeError(f"TFMA's results disagree with each other ({where}): " + "; ".join(problems))
 
 
+def check_champion_consistency(results: Dict[str, Any], candidate: decision_lib.ModelMetrics,
+                               champion: decision_lib.ModelMetrics, where: str) -> None:
+    """The champion's TFMA accuracy, confusion matrix and paired counts against the candidate agree."""
+    problems = []
+    if results["champion"].get("accuracy") is None or abs(results["champion"]["accuracy"] - champion.accuracy) > 1e-6:
+        problems.append(f"champion accuracy {results['champion'].get('accuracy')} vs {champion.accuracy} from its "
+                        "confusion matrix")
+    if champion.examples != candidate.examples:
+        problems.append(f"champion evaluated on {champion.examples} examples, candidate on {candidate.examples}")
+    p = results.get("champion_paired") or {}
+    if set(p) != {"candidate_only_correct", "baseline_only_correct", "both_correct", "both_wrong"}:
+        problems.append(f"paired outcomes against the champion missing from the evaluation (got {sorted(p)})")
+    elif (p["both_correct"] + p["candidate_only_correct"] != round(candidate.accuracy * candidate.examples)
+          or p["both_correct"] + p["baseline_only_correct"] != round(champion.accuracy * champion.examples)):
+        problems.append(f"paired outcomes against the champion {p} do not add up")
+    if problems:
+        raise RuntimeError(f"TFMA's results about the champion disagree with each other ({where}): " + "; ".join(problems))
+
+
+def _champion_block(evaluation, champion_artifacts) -> Dict[str, Any]:
+    """What the evaluation did about the served champion (its properties) and which one it is."""
+    from placedemarche.components.candidate_evaluator import constants as ev
+    from placedemarche.components.champion import executor as champion_executor
+
+    record = champion_executor.read(champion_artifacts[0]) if champion_artifacts else None
+    compared = bool(evaluation.get_int_custom_property(ev.CHAMPION_COMPARED)) if champion_artifacts else False
+    reason = evaluation.get_string_custom_property(ev.CHAMPION_REASON)
+    if record and not record["served"]:
+        reason = record["reason"]  # the first run: nothing served
+    reason = reason or "no champion input: compared with the baseline only"
+    version = evaluation.get_int_custom_property(ev.CHAMPION_VERSION) or (record or {}).get("version") or 0
+    if record and record["served"] and record["version"] != version:
+        raise RuntimeError(f"the evaluation compared champion version {version}, the champion input is version "
+                           f"{record['version']}: they did not describe the same serving folder")
+    return {"compared": compared, "version": version or None, "reason": reason,
+            "how": (record or {}).get("how"), "path": (record or {}).get("path") or None}
+
+
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
            exec_properties: Dict[str, Any]) -> None:
@@ -80,7 +121,10 @@ class Executor(base_executor.BaseExecutor):
                 "they were not trained on the same data"
             )
         name = candidate.get_string_custom_property("candidate") or exec_properties.get("candidate_name") or "candidate"
-        results = tfma_eval.read_results(evaluation.uri, labels, name)
+        champion = _champion_block(evaluation, input_dict.get(CHAMPION_KEY) or [])
+        results = tfma_eval.read_results(
+            evaluation.uri, labels, name, *((tfma_eval.CHAMPION, champion_constants.PAIRED_METRIC)
+                                            if champion["compared"] else ()))
         cand, base = _metrics(results, "candidate", labels), _metrics(results, "baseline", labels)
         check_consistency(results, cand, base, evaluation.uri)
         paired = results["paired"]
@@ -100,9 +144,23 @@ class Executor(base_executor.BaseExecutor):
             "TFMA thresholds (Evaluator): " + (
                 "all passed" if results["validation_ok"] else "; ".join(results["failures"])),
         ))
+        tolerance = float(exec_properties.get("champion_tolerance") or 0.0)
+        champ, champ_test = None, None
+        if champion["compared"]:
+            champ = _metrics(results, "champion", labels)
+            check_champion_consistency(results, cand, champ, evaluation.uri)
+            p = results["champion_paired"]
+            champ_test = decision_lib.mcnemar_from_counts(p["candidate_only_correct"], p["baseline_only_correct"])
+            champion.update(accuracy=champ.accuracy, macro_f1=champ.macro_f1, examples=champ.examples,
+                            per_category=champ.per_category, confusion_matrix=champ.confusion_matrix,
+                            mcnemar=dataclasses.asdict(champ_test), difference=cand.accuracy - champ.accuracy)
+        about = f"served version {champion['version']}" if champion["compared"] else champion["reason"]
+        check = decision_lib.champion_check(cand, champ, tolerance, about, champ_test)
+        decision = decision_lib.with_check(decision, check)
+        champion.update(tolerance=tolerance, checks=[dataclasses.asdict(check)])
         results["evaluation_uri"] = evaluation.uri
         report = {"split": exec_properties["split"], "candidate_name": name, "candidate_model": cand_dir,
-                  "baseline_model": base_dir, **decision.to_dict(), "tfma": results}
+                  "baseline_model": base_dir, **decision.to_dict(), "champion": champion, "tfma": results}
         with open(os.path.join(comparison.uri, COMPARISON_FILE), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
 

@@ -23,11 +23,13 @@ from typing import Any, Dict, List, Sequence
 
 import tensorflow_model_analysis as tfma
 
+from placedemarche.components.champion import constants as champion_constants
 from placedemarche.components.model_gate import decision as decision_lib
 from placedemarche.components.model_gate import tfma_paired
 
 CANDIDATE = "candidate"
 BASELINE = "baseline"
+CHAMPION = champion_constants.MODEL_SPEC_NAME
 SIGNATURE = "serving_examples"
 LABEL_KEY = "label"
 PREDICTION_KEY = "scores"
@@ -42,9 +44,9 @@ def eval_config(min_accuracy: float, min_improvement: float, candidates: Sequenc
     Raises:
       ValueError: a candidate is named like the baseline (``baseline``), or two alike.
     """
-    if BASELINE in candidates or len(set(candidates)) != len(list(candidates)):
-        raise ValueError(f"candidate names must be distinct and not '{BASELINE}' (the baseline's name in the "
-                         f"evaluation); got {list(candidates)}")
+    if {BASELINE, CHAMPION} & set(candidates) or len(set(candidates)) != len(list(candidates)):
+        raise ValueError(f"candidate names must be distinct and neither '{BASELINE}' nor '{CHAMPION}' (the "
+                         f"baseline's and the served champion's names in the evaluation); got {list(candidates)}")
     accuracy_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_accuracy}),
         change_threshold=tfma.GenericChangeThreshold(
@@ -72,7 +74,26 @@ def eval_config(min_accuracy: float, min_improvement: float, candidates: Sequenc
     )
 
 
-def read_results(evaluation_uri: str, labels: Sequence[str], candidate: str = CANDIDATE) -> Dict[str, Any]:
+def with_champion(config: tfma.EvalConfig, champion: str, paired_metric: str) -> tfma.EvalConfig:
+    """``config`` with the served champion as one more model (name ``champion``, through
+    ``serving_examples`` like the others, so a champion of another input contract, image only or image
+    + text, reads the same tf.Examples) and every candidate's paired outcomes against it (metric
+    ``paired_metric``) for McNemar's test. The thresholds stay the candidates' (a champion's own
+    TFMA validation is not read)."""
+    if champion in [s.name for s in config.model_specs]:
+        raise ValueError(f"a model of the evaluation is already named '{champion}' (the served champion's name)")
+    out = tfma.EvalConfig()
+    out.CopyFrom(config)
+    out.model_specs.insert(len(out.model_specs) - 1, tfma.ModelSpec(
+        name=champion, signature_name=SIGNATURE, label_key=LABEL_KEY, prediction_key=PREDICTION_KEY))
+    out.metrics_specs.append(tfma.MetricsSpec(metrics=[tfma.MetricConfig(
+        class_name="PairedOutcomes", module=tfma_paired.__name__,
+        config=f'"name": "{paired_metric}", "against": "{champion}"')]))
+    return out
+
+
+def read_results(evaluation_uri: str, labels: Sequence[str], candidate: str = CANDIDATE,
+                 champion: str = "", champion_paired: str = "") -> Dict[str, Any]:
     """One candidate's and the baseline's metrics from a TFMA evaluation of several models, plus TFMA's
     validation of that candidate.
 
@@ -82,17 +103,27 @@ def read_results(evaluation_uri: str, labels: Sequence[str], candidate: str = CA
     ``confusion_matrix`` (TFMA's; rows: true label, columns: predicted) and, derived from it,
     ``macro_f1`` and ``per_category`` (label → accuracy, precision, recall, f1, support).
 
+    With ``champion`` (its model name in the evaluation) the result also has ``champion`` (the same
+    metrics) and ``champion_paired`` (``candidate`` vs the champion; "baseline" in the outcomes' names
+    is the champion), read from the metric named ``champion_paired``.
+
     Raises:
-      ValueError: the evaluation holds no metrics of ``candidate``.
+      ValueError: the evaluation holds no metrics of ``candidate`` (or of the ``champion`` asked for).
     """
     names = {candidate: "candidate", BASELINE: "baseline"}
+    if champion:
+        names[champion] = "champion"
     raw: Dict[str, Dict[str, Any]] = {role: {"confusion_matrix": _zeros(len(labels))} for role in names.values()}
     paired: Dict[str, int] = {}
+    against: Dict[str, int] = {}
+    champion_prefix = f"{champion_paired}_"
     for record in tfma.load_metrics(evaluation_uri):
         for kv in record.metric_keys_and_values:
             key = kv.key
             if key.is_diff and key.model_name == candidate and key.name.startswith(tfma_paired.PREFIX):
                 paired[key.name[len(tfma_paired.PREFIX):]] = int(kv.value.double_value.value)
+            if champion and key.is_diff and key.model_name == candidate and key.name.startswith(champion_prefix):
+                against[key.name[len(champion_prefix):]] = int(kv.value.double_value.value)
             if key.is_diff or key.model_name not in names:
                 continue
             role = names[key.model_name]
@@ -100,8 +131,9 @@ def read_results(evaluation_uri: str, labels: Sequence[str], candidate: str = CA
                 raw[role]["accuracy"] = kv.value.double_value.value
             elif key.name == "example_count":
                 raw[role]["examples"] = int(kv.value.double_value.value)
-    if "accuracy" not in raw["candidate"]:
-        raise ValueError(f"the evaluation in {evaluation_uri} holds no metrics of candidate '{candidate}'")
+    for role, name in (("candidate", candidate), ("champion", champion)):
+        if role in raw and "accuracy" not in raw[role]:
+            raise ValueError(f"the evaluation in {evaluation_uri} holds no metrics of {role} '{name}'")
     for record in tfma.load_plots(evaluation_uri):
         for kv in record.plot_keys_and_values:
             if kv.key.name != CONFUSION_PLOT or kv.key.model_name not in names:
@@ -123,7 +155,10 @@ def read_results(evaluation_uri: str, labels: Sequence[str], candidate: str = CA
         for f in per_slice.failures:
             if f.metric_key.model_name == candidate:  # the other candidates' thresholds are theirs
                 failures.append(_describe(f))
-    return {**models, "paired": paired, "validation_ok": not failures, "failures": failures}
+    result = {**models, "paired": paired, "validation_ok": not failures, "failures": failures}
+    if champion:
+        result["champion_paired"] = against
+    return result
 
 
 def _describe(failure) -> str:

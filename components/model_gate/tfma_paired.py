@@ -6,7 +6,13 @@ per model; this one reads both models' predictions of the same example in one pa
 candidate, ``is_diff``): ``paired_candidate_only_correct``, ``paired_baseline_only_correct``,
 ``paired_both_correct``, ``paired_both_wrong``.
 
-Loaded by the Evaluator through ``MetricConfig(class_name="PairedOutcomes", module=__name__)``.
+With ``against`` (a model's name in the EvalConfig, e.g. the served champion) the other side is that
+model instead of the baseline, and the keys start with the metric's name: ``name="champion_paired",
+against="champion"`` gives ``champion_paired_candidate_only_correct`` etc. ("baseline" in the
+outcome's name is then the ``against`` model).
+
+Loaded by the Evaluator through ``MetricConfig(class_name="PairedOutcomes", module=__name__)``
+(with ``config='"name": ..., "against": ...'`` for another model).
 """
 
 from __future__ import annotations
@@ -25,24 +31,28 @@ OUTCOMES = ("candidate_only_correct", "baseline_only_correct", "both_correct", "
 class PairedOutcomes(metric_types.Metric):
     """Counts of examples by (candidate right?, baseline right?), arg-max prediction vs label."""
 
-    def __init__(self, name: str = "paired"):
-        super().__init__(self._computations, name=name)
+    def __init__(self, name: str = "paired", against: str = ""):
+        super().__init__(self._computations, name=name, against=against)
 
-    def _computations(self, name, eval_config, model_names: Iterable[str],
+    def _computations(self, name, against, eval_config, model_names: Iterable[str],
                       output_names: Optional[Iterable[str]] = ("",), sub_keys=None):
         baseline = model_util.get_baseline_model_spec(eval_config)
         if baseline is None:
             raise ValueError("PairedOutcomes needs a baseline model (ModelSpec.is_baseline)")
+        other = against or baseline.name
+        if other not in [s.name for s in eval_config.model_specs]:
+            raise ValueError(f"PairedOutcomes against '{other}': no such model in the evaluation")
+        prefix = f"{name}_" if against else PREFIX
         computations = []
         for candidate in model_names:
-            if candidate == baseline.name:
+            if candidate in (baseline.name, other):
                 continue
             for output_name in output_names or ("",):
-                keys = {o: metric_types.MetricKey(name=f"{PREFIX}{o}", model_name=candidate, output_name=output_name,
+                keys = {o: metric_types.MetricKey(name=f"{prefix}{o}", model_name=candidate, output_name=output_name,
                                                   is_diff=True) for o in OUTCOMES}
                 computations.append(metric_types.MetricComputation(
                     keys=list(keys.values()), preprocessors=None,
-                    combiner=_PairedCombiner(keys, eval_config, candidate, baseline.name, output_name)))
+                    combiner=_PairedCombiner(keys, eval_config, candidate, other, output_name)))
         return computations
 
 

@@ -38,7 +38,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-DATA_HELP = "catalogue folder: one CSV and its images folder (default: the generated sample)"
+DATA_HELP = ("catalogue folder: one CSV and its images folder, or one sub-folder per batch (DIR/<batch>/ with "
+             "its CSV and images folder, ordered by name) (default: the generated sample)")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,10 +16,19 @@ logger = logging.getLogger(__name__)
 def _cmd_make_sample(args: argparse.Namespace) -> int:
     from placedemarche.pipeline import sample_data  # heavy imports (pandas, PIL) only when needed
 
+    factors = {}
+    for item in args.category_factor or []:
+        name, sep, value = item.rpartition("=")
+        try:
+            factors[name] = float(value)
+        except ValueError:
+            name = ""
+        if not sep or not name:
+            raise common.UserError(f"--category-factor '{item}' must be CATEGORY=FACTOR, e.g. 'Watches=3'")
     try:
         csv_path = sample_data.make_sample(
             args.out, per_class=args.per_class, seed=args.seed, defects=args.defects,
-            show_progress=not args.quiet,
+            show_progress=not args.quiet, category_factors=factors, size_factor=args.size_factor,
         )
     except (ValueError, FileExistsError) as e:
         raise common.UserError(str(e)) from e
@@ -65,6 +74,23 @@ def _print_ingestion(report: dict) -> None:
             print(f"  {label:<{width}}  {cells}  {report['labels'][label]:>6}")
         cells = "  ".join(f"{report['examples'][s]:>6}" for s in splits)
         print(f"  {'total':<{width}}  {cells}  {sum(report['examples'].values()):>6}")
+        batches = report.get("batches")
+        if batches and (len(batches["all"]) > 1 or batches["window"][0]["name"]):
+            print(f"\nbatches: {len(batches['window'])} of {len(batches['all'])} trained on (data.window_batches)")
+            for b in batches["window"]:
+                split = "/".join(str(n) for n in b["examples"].values())
+                print(f"  span {b['span']} {b['name']:<20} {b['rows']:>6} rows  {sum(b['examples'].values()):>6} examples "
+                      f"({split} {'/'.join(b['examples'])})  "
+                      f"{b['quarantined']:>4} quarantined  {b['superseded']:>4} superseded by a newer batch  "
+                      f"{b['unlabelled']:>4} unlabelled")
+        drift = report.get("drift")
+        if drift and drift["compared"]:
+            moved = "; ".join(f"{m['feature']} {m['measure']} {m['value']:.4f} > {m['threshold']}" for m in drift["moved"])
+            print(f"drift gate: batch {drift['newest_batch']} vs {drift['previous_batch']}: "
+                  + (f"DRIFTED, accepted (data.accept_drift=true): {moved}" if drift["accepted"] else
+                     "nothing moved past its threshold") + f" ({drift['folder']})")
+        elif drift:
+            print(f"drift gate: {drift['reason']}")
         without = report.get("examples_without_text") or {}
         if without:
             print("kept without text (the models answer from the picture): "
@@ -136,6 +162,11 @@ def register(sub) -> None:
     p.add_argument("--per-class", type=int, default=20, metavar="N", help="products per category (default 20)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     p.add_argument("--defects", action="store_true", help="add the defect rows described above")
+    p.add_argument("--category-factor", action="append", metavar="CATEGORY=FACTOR",
+                   help="that many times --per-class products of one category (repeatable), e.g. 'Watches=3': "
+                        "a catalogue batch where one category floods in")
+    p.add_argument("--size-factor", type=float, default=1.0, metavar="F",
+                   help="pictures F times wider and taller (default 1), e.g. 3: a batch of bigger photos")
     p.set_defaults(func=_cmd_make_sample)
 
     p = sub.add_parser(
@@ -143,11 +174,13 @@ def register(sub) -> None:
         help="check a catalogue: ingestion, statistics and schema validation only (no training)",
         description=(
             "Runs the pipeline's first stages locally (CatalogueExampleGen -> StatisticsGen -> "
-            "ImportSchemaGen -> ExampleValidator -> DataValidationGate) on the Beam DirectRunner with "
-            "a SQLite metadata store in RUN_DIR, then prints examples per split and label, the "
-            "quarantined rows by reason and the schema anomalies. Exit status 1 when too many rows "
-            "were quarantined (data.max_quarantine_fraction) or the data has anomalies. Without "
-            "--data it ingests the generated sample catalogue."
+            "ImportSchemaGen -> ExampleValidator, DriftGate -> DataValidationGate) on the Beam DirectRunner "
+            "with a SQLite metadata store in RUN_DIR, then prints examples per split and label and per "
+            "catalogue batch (DATA/<batch>/ folders), the quarantined rows by reason, the drift gate's "
+            "decision (newest batch vs the previous one) and the schema anomalies. Exit status 1 when too "
+            "many rows were quarantined (data.max_quarantine_fraction), the newest batch drifted "
+            "(data.drift_linf / data.drift_jsd; --set data.accept_drift=true lets it through) or the data "
+            "has anomalies. Without --data it ingests the generated sample catalogue."
         ),
     )
     common.add_run_arguments(p)

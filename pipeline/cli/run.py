@@ -74,6 +74,16 @@ def _print_run(report: dict) -> None:
                     print(f"      [FAIL] {check['explanation']}")
     if gate:
         print(f"{gate['candidate']} vs baseline: McNemar p = {gate['mcnemar_p_value']:.3g} ({gate['comparison']})")
+    champion = report.get("champion")
+    if champion:
+        print(f"champion: served version {champion['version']}, accuracy {common.fmt(champion['accuracy'])}; "
+              f"{gate['candidate'] if gate else 'candidate'} {champion['difference']:+.4f} (tolerance "
+              f"{champion['tolerance']})" if champion["compared"] else f"champion: none compared ({champion['reason']})")
+    drift = report.get("drift")
+    if drift and drift["compared"]:
+        print(f"drift gate: batch {drift['newest_batch']} vs {drift['previous_batch']}: "
+              + ("DRIFTED, accepted (data.accept_drift=true): " + ", ".join(m["feature"] for m in drift["moved"])
+                 if drift["accepted"] else "nothing moved past its threshold"))
     pushed = report["pushed"]
     if pushed and "version" in pushed:
         print(f"pushed: {pushed['candidate']} as version {pushed['version']} -> {pushed['destination']}")

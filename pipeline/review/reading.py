@@ -55,6 +55,27 @@ def _infra_entry(infra: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
             "blessing": infra["blessing"]}
 
 
+def _champion(evaluated: Dict[str, run_reader.CandidateRun], shown: str):
+    """``(champion, reason)``: the served champion the candidates were compared with (None when none
+    was: the first run, or a champion of other categories; ``reason`` says which) with the shown
+    candidate's checks against it and every candidate's difference."""
+    block = evaluated[shown].comparison.get("champion")
+    if block is None:  # a comparison written before champions existed
+        return None, "this run's gate did not compare with a served champion"
+    if not block.get("compared"):
+        return None, block.get("reason")
+    champion = {k: block.get(k) for k in ("version", "how", "path", "accuracy", "macro_f1", "examples", "per_category",
+                                         "confusion_matrix", "tolerance", "mcnemar", "difference", "checks")}
+    champion["candidates"] = {}
+    for name, c in evaluated.items():
+        other = c.comparison.get("champion") or {}
+        if other.get("compared"):
+            champion["candidates"][name] = {"difference": other.get("difference"), "checks": other.get("checks"),
+                                            "mcnemar": other.get("mcnemar"),
+                                            "passed": all(k["passed"] for k in other.get("checks") or [])}
+    return champion, block.get("reason")
+
+
 def gather(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
     """Everything a reviewer needs about the latest evaluated run of ``run_dir``, as plain data.
 
@@ -62,7 +83,11 @@ def gather(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
     columns, accuracy, per category, blessed, checks, infra validation, pushed, status), the
     baseline, ``pushed_candidate``, the push and why; ``candidate`` is the pushed candidate, or the
     best one when nothing was pushed (with ``thresholds``, ``mcnemar``, ``blessed`` and
-    ``infra_validation`` its own), and the served versions and reviewer decisions.
+    ``infra_validation`` its own), the served versions and reviewer decisions, ``champion`` (the
+    served model the candidates were compared with: version, accuracy, per category, the shown
+    candidate's checks against it; None on a first run, ``champion_reason`` says why), ``drift``
+    (the drift gate's decision, ``accepted`` when ``data.accept_drift`` let a drifted batch through)
+    and ``batches`` (examples per catalogue batch).
 
     Raises:
       ReviewError: no metadata store in ``run_dir``, or no candidate's gate has completed there.
@@ -134,6 +159,9 @@ def gather(config: PipelineConfig, run_dir: Path) -> Dict[str, Any]:
         except (OSError, ValueError, KeyError, TypeError) as e:
             review["skew"] = {"folder": os.path.dirname(latest_skew), "moved": [], "request_rows": 0,
                               "error": f"unreadable report: {e}"}
+    review["champion"], review["champion_reason"] = _champion(evaluated, shown)
+    review["drift"] = info.drift
+    review["batches"] = (info.ingestion or {}).get("batches")
     review["categorized"] = ({k: v for k, v in info.categorized.items() if k != "outputs"}
                              if info.categorized else None)
     return review

@@ -104,6 +104,26 @@ def render_text(review: Dict[str, Any]) -> str:
     for role, model in [(c["name"], c) for c in cands] + [("baseline", base)]:
         lines.append(f"confusion matrix, {role} (rows: true, columns: predicted; labels in the order above)")
         lines.extend("  " + " ".join(f"{n:>4}" for n in row) for row in model["confusion_matrix"])
+    champion = review.get("champion")
+    if champion:
+        lines.append(f"champion (served): version {champion['version']} ({champion['how']}), accuracy "
+                     f"{_fmt(champion['accuracy'])}, tolerance {champion['tolerance']}")
+        for name, c in (champion.get("candidates") or {}).items():
+            lines.append(f"  {name}: {c['difference']:+.4f} vs the champion: {'pass' if c['passed'] else 'FAIL'}")
+        lines.append("  per category: " + ", ".join(f"{label} {_fmt(m['accuracy'], 2)}"
+                                                    for label, m in champion["per_category"].items()))
+    elif review.get("champion_reason"):
+        lines.append(f"champion: none compared ({review['champion_reason']})")
+    drift = review.get("drift")
+    if drift:
+        moved = ", ".join(f"{m['feature']} {m['measure']} {m['value']:.3f} > {m['threshold']}" for m in drift["moved"])
+        lines.append(f"drift gate: {drift['reason']}" if not drift["compared"] else
+                     f"drift gate: batch {drift['newest_batch']} vs {drift['previous_batch']}: "
+                     + (f"DRIFTED ({moved}); accepted (data.accept_drift=true)" if drift["accepted"] else
+                        "nothing moved past its threshold"))
+    if review.get("batches"):
+        lines.append("batches trained on: " + ", ".join(f"{b['name'] or '(root)'}: {sum(b['examples'].values())} examples"
+                                                        for b in review["batches"]["window"]))
     push = review["push"]
     lines.append(f"pushed: {review['pushed_candidate']} as version {review['pushed_version']} -> {push['destination']}"
                  if push["pushed"] else f"pushed: nothing ({push['reason']})")
@@ -258,6 +278,25 @@ def write_html(review: Dict[str, Any], path: Optional[str] = None) -> str:
     explanations = (f"<a id='explanations' href='{e(Path(review['explanations']).as_uri())}'>SHAP explanations of "
                     f"{e(review['candidate']['name'])}</a>" if review.get("explanations") else "not computed")
     decision = f"{review['pushed_candidate']} pushed" if push["pushed"] else "nothing pushed"
+    champion = review.get("champion")
+    if champion:
+        rows = "".join(f"<tr class='{'pass' if c['passed'] else 'fail'}'><td>{e(n)}</td><td>{c['difference']:+.4f}</td>"
+                       f"<td>{e('; '.join(k['explanation'] for k in c['checks'] or []))}</td></tr>"
+                       for n, c in (champion.get("candidates") or {}).items())
+        champion_html = (f"<p>Served version {champion['version']} ({e(champion['how'])}): test accuracy "
+                         f"{_fmt(champion['accuracy'])}; tolerance {champion['tolerance']} "
+                         f"(evaluation.champion_tolerance).</p><table id='champion'><tr><th>candidate</th>"
+                         f"<th>vs champion</th><th>check</th></tr>{rows}</table>")
+    else:
+        champion_html = f"<p id='champion'>None compared: {e(str(review.get('champion_reason') or 'not recorded'))}.</p>"
+    drift = review.get("drift")
+    drift_html = "<p id='drift'>not recorded</p>" if not drift else (
+        f"<p id='drift'>{e(drift['reason'] or '')}</p>" if not drift["compared"] else
+        f"<p id='drift' data-accepted='{str(drift['accepted']).lower()}'>Batch {e(drift['newest_batch'])} vs "
+        f"{e(drift['previous_batch'])}: " + (
+            "DRIFTED (" + e(", ".join(f"{m['feature']} {m['measure']} {m['value']:.3f} > {m['threshold']}"
+                                      for m in drift["moved"])) + "); accepted by data.accept_drift=true"
+            if drift["accepted"] else "nothing moved past its threshold") + f" (<code>{e(drift['folder'])}</code>)</p>")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Blessing review: {e(review['pipeline'])}</title>
 <style>
@@ -272,6 +311,8 @@ td:first-child, .thresholds td:last-child {{ text-align: left; }} .pass td {{ ba
 ({base['examples']} examples).</p>
 <h2 id="decision" class="{'blessed' if push['pushed'] else 'not-blessed'}">Decision: {e(decision)}</h2>
 <p>Pushed: {push_html}. Served versions: {e(str(review['served_versions']))}.</p>{why}
+<h2>Champion (the served model)</h2>{champion_html}
+<h2>Drift gate</h2>{drift_html}
 <h2>Candidates and the baseline</h2>
 <table id="overall"><tr><th></th>{head}</tr>{overall}</table>
 {candidate_rows}

@@ -1,0 +1,1 @@
+"""ChampionResolver: the model being served, the champion every run's candidates must not fall below."""
