@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -53,6 +54,23 @@ def test_warmup_requests_use_both_signatures_and_survive_a_round_trip(sample_exa
     path = str(tmp_path / warmup.WARMUP_FILE)
     warmup.write(path, logs)
     assert list(warmup.read(path)) == logs
+
+
+def test_the_warmup_file_is_the_same_bytes_in_every_process(tmp_path):
+    """Re-validating the same model must give the same copy (same digest: nothing pushed again).
+    A request's inputs are a protobuf map whose plain serialization follows the process's hash seed."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from placedemarche.components.infra_validator import warmup; "
+            "warmup.write(sys.argv[1], [warmup._predict_log('product_category', 'serving_default', "
+            "{'images': [b'picture'], 'text': [b'a watch'], 'brand': [b'x']})])")
+    files = []
+    for seed in range(4):
+        files.append(tmp_path / f"warmup-{seed}")
+        subprocess.run([sys.executable, "-c", code, str(files[-1])], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONHASHSEED": str(seed)})
+    assert len({f.read_bytes() for f in files}) == 1
 
 
 def test_probe_passes_a_servable_model_in_a_separate_process(tiny_model, sample_examples, tmp_path):

@@ -100,10 +100,13 @@ def _predict_log(model_name: str, signature: str, inputs: Dict[str, List[bytes]]
 
 
 def write(path: str, logs: Sequence[prediction_log_pb2.PredictionLog]) -> None:
-    """Writes the uncompressed TFRecord file TF Serving expects."""
+    """Writes the uncompressed TFRecord file TF Serving expects. Deterministically: a request's
+    inputs are a protobuf map, whose order may otherwise change from one process to the next, and
+    then re-validating the same model would give its copy another digest and push it again as a
+    new version."""
     with tf.io.TFRecordWriter(path) as writer:
         for log in logs:
-            writer.write(log.SerializeToString())
+            writer.write(log.SerializeToString(deterministic=True))
 
 
 def read(path: str) -> Iterator[prediction_log_pb2.PredictionLog]:
