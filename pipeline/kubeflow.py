@@ -65,6 +65,10 @@ def parse_tolerations(text: str) -> List[Dict[str, str]]:
     return tolerations
 
 
+# Tasks whose answer depends on folders read at run time (the catalogue, the serving root).
+UNCACHED_TASKS = (pipeline_lib.EXAMPLE_GEN, pipeline_lib.DRIFT_GATE, pipeline_lib.CHAMPION)
+
+
 def build(config: PipelineConfig):
     """The TFX pipeline as Kubeflow runs it, and its runtime parameters by name.
 
@@ -124,10 +128,12 @@ def compile_pipeline(config: PipelineConfig, output_file: str) -> Dict[str, Any]
     for name, parameter in spec["root"].get("inputDefinitions", {}).get("parameters", {}).items():
         parameter["defaultValue"] = defaults[name]
         parameter["isOptional"] = True
-    # The champion is whatever the serving root holds when the run starts: never a cached answer (the
-    # local runner keys its cache on a fingerprint of the serving folder instead; the bucket cannot be
-    # read when compiling).
-    spec["root"]["dag"]["tasks"][pipeline_lib.CHAMPION]["cachingOptions"] = {"enableCache": False}
+    # What the catalogue holds (a new batch under the same data_dir) and what the serving root serves
+    # are read when the run starts, never a cached answer: the local runner keys these nodes' cache on
+    # fingerprints of the folders, which a bucket given as a runtime parameter cannot be when compiling.
+    # So on Kubeflow every run ingests again, and what follows re-runs with the new artifacts.
+    for task in UNCACHED_TASKS:
+        spec["root"]["dag"]["tasks"][task]["cachingOptions"] = {"enableCache": False}
     text = yaml.safe_dump(spec, sort_keys=True)
     platform = _platform_spec(config, spec)
     os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)

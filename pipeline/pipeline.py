@@ -238,10 +238,10 @@ def create_pipeline(
     serving_root = runtime.get("serving_root", config.serving.serving_root)
     champion = ChampionResolver(
         serving_root=serving_root, model_name=config.serving.model_name, stable_version=config.serving.stable_version,
-        # What is served now, so a push / rollback since the last run re-resolves the champion. A remote
-        # root (or a runtime parameter) is not read at build time: Kubeflow's task runs uncached instead.
+        # What is served now (local or gs://), so a push / rollback since the last run re-resolves the
+        # champion. A runtime parameter (Kubeflow) is not known at build time: that task runs uncached.
         serving_state=(champion_lib.serving_state(serving_root, config.serving.model_name, config.serving.stable_version)
-                       if isinstance(serving_root, str) and "://" not in serving_root else ""),
+                       if isinstance(serving_root, str) else ""),
     ).with_id(CHAMPION)
     evaluator = CandidateEvaluator(
         examples=examples, models=models, baseline_model=baseline.outputs["model"],
@@ -387,8 +387,9 @@ def _data(config: PipelineConfig, data_dir_parameter=None):
 
 def _fingerprint(data) -> str:
     # Local catalogues are fingerprinted so TFX's cache notices a changed catalogue (a new batch). A
-    # remote one (gs://..., or a runtime parameter on Kubeflow) cannot be read when the pipeline is
-    # compiled offline; there Kubeflow's own cache keys on the parameters.
+    # remote one (gs://..., or a runtime parameter on Kubeflow) is not read when the pipeline is built:
+    # the compiled Kubeflow spec runs ingestion uncached instead (kubeflow.UNCACHED_TASKS); a local run
+    # over a gs:// catalogue keys its cache on the parameters only.
     if isinstance(data.data_dir, str) and "://" not in data.data_dir:
         return fingerprint(data.data_dir, data.csv_file, data.images_dir)
     return ""

@@ -128,6 +128,19 @@ def test_a_flooding_category_and_bigger_photos_stop_the_run_naming_batch_feature
     assert result["accepted"] and report.get_int_custom_property(drift_constants.ACCEPTED) == 1
 
 
+def test_a_feature_the_newest_batch_lost_counts_as_moved():
+    from placedemarche.components.data_gate import distributions
+
+    previous = [{"label": "Watches" if i % 2 else "Baby Care", "picture_width": 100 + i} for i in range(20)]
+    newest = [{"label": None, "picture_width": 100 + i} for i in range(20)]  # no listing has a category
+    report = distributions.compare(previous, newest, ["label"], ["picture_width"], distributions.Thresholds(),
+                                   mode=distributions.DRIFT)
+    assert [m["feature"] for m in report["moved"]] == ["label"]
+    skew = distributions.compare(previous, newest, ["label"], ["picture_width"], distributions.Thresholds(),
+                                 mode=distributions.SKEW)
+    assert skew["moved"] == [] and "label" in skew["not_compared"]  # skew leaves out what requests lack
+
+
 def test_a_single_batch_has_nothing_to_compare(catalogue, tmp_path):
     report, result = _drift(catalogue / "ordinary" / "2026-11-30", tmp_path / "one")
     assert not result["compared"] and "the catalogue is the only batch" in result["reason"]

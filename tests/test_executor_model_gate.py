@@ -471,11 +471,17 @@ def test_the_champion_follows_the_stable_label_and_refuses_a_missing_one(evaluat
     models = evaluated[2]
     serving_root = str(tmp_path / "serving")
     assert champion_lib.resolve(serving_root, "m").how == champion_lib.NOTHING
+    # A stable label set before anything is served: still the first run, not an error.
+    first = champion_lib.resolve(serving_root, "m", stable_version=1)
+    assert first.how == champion_lib.NOTHING and "serving.stable_version=1" in first.reason
     before = champion_lib.serving_state(serving_root, "m")
     push_lib.push(model_contract.serving_dir(models["good"].uri), serving_root, "m")
     push_lib.push(model_contract.serving_dir(models["constant"].uri), serving_root, "m")
-    os.makedirs(os.path.join(serving_root, "m", "3"))  # a half-written version never counts
     assert champion_lib.serving_state(serving_root, "m") != before
+    state = champion_lib.serving_state(serving_root, "m")
+    os.makedirs(os.path.join(serving_root, "m", "3"))  # a half-written version never counts
+    assert champion_lib.serving_state(serving_root, "m") == state
+    assert champion_lib.serving_state(serving_root, "m", stable_version=1) != state
     assert champion_lib.resolve(serving_root, "m").version == 2
     stable = champion_lib.resolve(serving_root, "m", stable_version=1)
     assert (stable.version, stable.how) == (1, champion_lib.STABLE)

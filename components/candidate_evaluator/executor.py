@@ -86,11 +86,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             _ = data | "ExtractEvaluateAndWriteResults" >> tfma.ExtractEvaluateAndWriteResults(
                 eval_shared_model=models, eval_config=eval_config, output_path=output_uri)
         validation = tfma.load_validation_result(output_uri)
+        # The thresholds are the candidates': TFMA also applies them to the champion (a MetricsSpec
+        # names no model), which must not count here; each gate reads its own candidate's failures.
+        failed_models = {f.metric_key.model_name for s in validation.metric_validations_per_slice for f in s.failures}
+        candidates_ok = not (failed_models - {champion_constants.MODEL_SPEC_NAME})
         evaluation = artifact_utils.get_single_instance(output_dict[c.EVALUATION_KEY])
-        evaluation.set_int_custom_property("validation_ok", int(validation.validation_ok))
+        evaluation.set_int_custom_property("validation_ok", int(candidates_ok))
         evaluation.set_string_custom_property("models", ",".join(s.name for s in eval_config.model_specs))
         evaluation.set_int_custom_property(c.CHAMPION_COMPARED, int(bool(compared)))
         evaluation.set_int_custom_property(c.CHAMPION_VERSION, version)
         evaluation.set_string_custom_property(c.CHAMPION_REASON, reason)
         logger.info("evaluation written to %s (TFMA thresholds %s)", os.path.basename(output_uri),
-                    "all passed" if validation.validation_ok else "not all passed")
+                    "all passed" if candidates_ok else "not all passed")

@@ -4,7 +4,9 @@ Read from the serving folder itself, so reviewers' overrides and rollbacks count
 ``LatestBlessedModelStrategy`` would pick the latest *blessed* model instead, which is not what a
 rollback serves): the ``stable`` label's version when ``serving.stable_version`` is set, else the
 highest complete version under ``serving_root/model_name`` (what TF Serving's default ``latest``
-policy loads). Only versions with the push's completion marker count.
+policy loads). Only versions with the push's completion marker count. Not handled: a TF Serving
+configured with a ``canary`` label and no ``stable`` one serves the canary only; set
+``serving.stable_version`` to the version clients get.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ def resolve(serving_root: str, model_name: str, stable_version: Optional[int] = 
     """
     base = os.path.join(serving_root, model_name)
     complete = push_lib.complete_versions(base)
+    if stable_version and not complete:
+        return Champion(0, "", NOTHING, f"first run: nothing is served under {base} yet (serving.stable_version="
+                                        f"{stable_version} names a version still to come), so there is no champion "
+                                        "to compare with")
     if stable_version:
         if stable_version not in complete:
             raise ChampionError(
@@ -71,12 +77,14 @@ def serving_state(serving_root: str, model_name: str, stable_version: Optional[i
     execution parameter, so TFX's cache resolves the champion again when the serving folder changed."""
     base = os.path.join(serving_root, model_name)
     state: Dict[str, Any] = {"stable": stable_version or 0, "versions": {}}
+    import tensorflow as tf
+
     for version in push_lib.complete_versions(base):
         try:
             marker = os.path.join(base, str(version), model_contract.ASSETS_EXTRA, model_contract.COMPLETE_MARKER)
-            with open(marker, encoding="utf-8") as f:
-                state["versions"][str(version)] = json.load(f).get("digest", "")
-        except (OSError, ValueError):
+            with tf.io.gfile.GFile(marker) as f:
+                state["versions"][str(version)] = json.loads(f.read()).get("digest", "")
+        except (OSError, ValueError, tf.errors.OpError):
             state["versions"][str(version)] = "unreadable"
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -84,9 +92,11 @@ def serving_state(serving_root: str, model_name: str, stable_version: Optional[i
 def not_comparable(champion_dir: str, labels: Sequence[str]) -> Optional[str]:
     """None when the champion can be evaluated on this run's test split; else why not (a champion
     trained on other categories answers in another label space: its accuracy is not comparable)."""
+    import tensorflow as tf
+
     try:
         champion_labels = model_contract.read_labels(champion_dir)
-    except OSError as e:
+    except (OSError, tf.errors.OpError) as e:
         return f"its labels cannot be read ({e})"
     if list(champion_labels) != list(labels):
         return (f"it knows the categories {champion_labels}, this run's models {list(labels)}: a champion trained on "

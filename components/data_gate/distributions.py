@@ -67,10 +67,16 @@ def compare(reference: Sequence[Dict[str, Any]], current: Sequence[Dict[str, Any
         raise ValueError(f"nothing to compare: {len(reference)} reference rows, {len(current)} current rows")
     wanted = list(categorical) + list(numeric)
     not_compared = {}
+    vanished: List[Dict[str, Any]] = []
     for c in wanted:
-        for side, rows in (("reference", reference), ("current", current)):
-            if all(r.get(c) is None for r in rows):
-                not_compared.setdefault(c, f"no {side} row carries it")
+        in_reference = any(r.get(c) is not None for r in reference)
+        in_current = any(r.get(c) is not None for r in current)
+        if mode == DRIFT and in_reference and not in_current:
+            # In drift, a feature the newest batch lost (no category at all, no readable picture) moved.
+            vanished.append({"feature": c, "measure": "absent from every newest row", "value": 1.0,
+                             "threshold": 0.0, "moved": True})
+        if not (in_reference and in_current):
+            not_compared.setdefault(c, f"no {'reference' if not in_reference else 'current'} row carries it")
     columns = [c for c in wanted if c not in not_compared]
     reference_stats, current_stats = statistics(reference, columns), statistics(current, columns)
     schema = tfdv.infer_schema(reference_stats)
@@ -92,6 +98,7 @@ def compare(reference: Sequence[Dict[str, Any]], current: Sequence[Dict[str, Any
             kind = type(m).Type.Name(m.type)
             measurements.append({"feature": feature, "measure": _MEASURES.get(kind, kind), "value": round(m.value, 6),
                                  "threshold": m.threshold, "moved": m.value > m.threshold})
+    measurements += vanished
     if not measurements:
         raise NothingCompared(f"TFDV measured nothing to compare (columns compared: {columns}; anomalies: "
                               f"{dict((n, i.description) for n, i in anomalies.anomaly_info.items())})")

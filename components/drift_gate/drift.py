@@ -64,6 +64,10 @@ def batch_rows(batch: batches_lib.Batch, text: str, columns: catalogue.Columns, 
 def compare(newest: batches_lib.Batch, newest_rows: List[Dict[str, Any]], previous: batches_lib.Batch,
             previous_rows: List[Dict[str, Any]], thresholds: distributions.Thresholds) -> Dict[str, Any]:
     """TFDV's drift measurements of the newest batch against the previous one (see the module doc)."""
+    for batch, rows in ((newest, newest_rows), (previous, previous_rows)):
+        if not rows:
+            raise DriftDetected(f"{batch.label} ({batch.csv}) has no row that passes the CSV checks: nothing to "
+                                "compare; look at its CSV (ingest names each refused row)")
     report = distributions.compare(previous_rows, newest_rows, CATEGORICAL, NUMERIC, thresholds,
                                    mode=distributions.DRIFT)
     report.update(newest=newest.to_dict(), previous=previous.to_dict(), newest_rows=len(newest_rows),

@@ -78,8 +78,9 @@ def with_champion(config: tfma.EvalConfig, champion: str, paired_metric: str) ->
     """``config`` with the served champion as one more model (name ``champion``, through
     ``serving_examples`` like the others, so a champion of another input contract, image only or image
     + text, reads the same tf.Examples) and every candidate's paired outcomes against it (metric
-    ``paired_metric``) for McNemar's test. The thresholds stay the candidates' (a champion's own
-    TFMA validation is not read)."""
+    ``paired_metric``) for McNemar's test. TFMA applies the accuracy thresholds to the champion too
+    (the MetricsSpec names no model); its failures are not read (``read_results`` keeps the
+    candidate's, the evaluator's ``validation_ok`` ignores the champion's)."""
     if champion in [s.name for s in config.model_specs]:
         raise ValueError(f"a model of the evaluation is already named '{champion}' (the served champion's name)")
     out = tfma.EvalConfig()

@@ -77,7 +77,7 @@ def _print_run(report: dict) -> None:
     champion = report.get("champion")
     if champion:
         print(f"champion: served version {champion['version']}, accuracy {common.fmt(champion['accuracy'])}; "
-              f"{gate['candidate'] if gate else 'candidate'} {champion['difference']:+.4f} (tolerance "
+              f"{gate['candidate'] if gate else 'candidate'} {common.fmt(champion['difference'], 4)} vs it (tolerance "
               f"{champion['tolerance']})" if champion["compared"] else f"champion: none compared ({champion['reason']})")
     drift = report.get("drift")
     if drift and drift["compared"]:

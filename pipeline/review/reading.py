@@ -72,7 +72,8 @@ def _champion(evaluated: Dict[str, run_reader.CandidateRun], shown: str):
         if other.get("compared"):
             champion["candidates"][name] = {"difference": other.get("difference"), "checks": other.get("checks"),
                                             "mcnemar": other.get("mcnemar"),
-                                            "passed": all(k["passed"] for k in other.get("checks") or [])}
+                                            "passed": bool(other.get("checks")) and all(
+                                                k["passed"] for k in other["checks"])}
     return champion, block.get("reason")
 
 

@@ -64,6 +64,10 @@ def tuning_lines(tuning: Optional[dict], indent: str = "    ") -> List[str]:
     return lines
 
 
+def _signed(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:+.4f}"
+
+
 def render_text(review: Dict[str, Any]) -> str:
     cands, base = review["candidates"], review["baseline"]
     lines = [f"run: {review['run_dir']}",
@@ -109,9 +113,9 @@ def render_text(review: Dict[str, Any]) -> str:
         lines.append(f"champion (served): version {champion['version']} ({champion['how']}), accuracy "
                      f"{_fmt(champion['accuracy'])}, tolerance {champion['tolerance']}")
         for name, c in (champion.get("candidates") or {}).items():
-            lines.append(f"  {name}: {c['difference']:+.4f} vs the champion: {'pass' if c['passed'] else 'FAIL'}")
-        lines.append("  per category: " + ", ".join(f"{label} {_fmt(m['accuracy'], 2)}"
-                                                    for label, m in champion["per_category"].items()))
+            lines.append(f"  {name}: {_signed(c['difference'])} vs the champion: {'pass' if c['passed'] else 'FAIL'}")
+        lines.append("  per category: " + ", ".join(f"{label} {_fmt(m.get('accuracy'), 2)}"
+                                                    for label, m in (champion.get("per_category") or {}).items()))
     elif review.get("champion_reason"):
         lines.append(f"champion: none compared ({review['champion_reason']})")
     drift = review.get("drift")
@@ -280,10 +284,10 @@ def write_html(review: Dict[str, Any], path: Optional[str] = None) -> str:
     decision = f"{review['pushed_candidate']} pushed" if push["pushed"] else "nothing pushed"
     champion = review.get("champion")
     if champion:
-        rows = "".join(f"<tr class='{'pass' if c['passed'] else 'fail'}'><td>{e(n)}</td><td>{c['difference']:+.4f}</td>"
+        rows = "".join(f"<tr class='{'pass' if c['passed'] else 'fail'}'><td>{e(n)}</td><td>{_signed(c['difference'])}</td>"
                        f"<td>{e('; '.join(k['explanation'] for k in c['checks'] or []))}</td></tr>"
                        for n, c in (champion.get("candidates") or {}).items())
-        champion_html = (f"<p>Served version {champion['version']} ({e(champion['how'])}): test accuracy "
+        champion_html = (f"<p>Served version {champion['version']} ({e(str(champion['how']))}): test accuracy "
                          f"{_fmt(champion['accuracy'])}; tolerance {champion['tolerance']} "
                          f"(evaluation.champion_tolerance).</p><table id='champion'><tr><th>candidate</th>"
                          f"<th>vs champion</th><th>check</th></tr>{rows}</table>")
