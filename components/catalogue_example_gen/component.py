@@ -25,19 +25,27 @@ from placedemarche.components.catalogue_example_gen import artifacts, executor
 from placedemarche.components.catalogue_example_gen import batches as batches_lib
 
 
+# Where the catalogue is and how to read its rows: also the DriftGate's parameters (it reads the batches).
+CATALOGUE_PARAMETERS = {
+    "data_dir": ExecutionParameter(type=str),
+    "csv_file": ExecutionParameter(type=str, optional=True),
+    "images_dir": ExecutionParameter(type=str),
+    "columns": ExecutionParameter(type=str),  # JSON {"id", "image", "category"}
+    "label_depth": ExecutionParameter(type=int),
+    "max_image_bytes": ExecutionParameter(type=int, optional=True),
+    # Changes when the catalogue's files change, so TFX's cache is not stale (see fingerprint()).
+    "input_fingerprint": ExecutionParameter(type=str, optional=True),
+}
+
+
 class CatalogueExampleGenSpec(ComponentSpec):
     """Parameters mirror ``DataConfig``; they are stored in the metadata store with the run."""
 
     PARAMETERS = {
-        "data_dir": ExecutionParameter(type=str),
-        "csv_file": ExecutionParameter(type=str, optional=True),
-        "images_dir": ExecutionParameter(type=str),
-        "columns": ExecutionParameter(type=str),  # JSON {"id", "image", "category"}
-        "label_depth": ExecutionParameter(type=int),
+        **CATALOGUE_PARAMETERS,
         "max_image_side": ExecutionParameter(type=int),
         "min_image_side": ExecutionParameter(type=int),
         "max_image_pixels": ExecutionParameter(type=int),
-        "max_image_bytes": ExecutionParameter(type=int, optional=True),
         "jpeg_quality": ExecutionParameter(type=int),
         "test_fraction": ExecutionParameter(type=float),
         "eval_fraction": ExecutionParameter(type=float),
@@ -45,8 +53,6 @@ class CatalogueExampleGenSpec(ComponentSpec):
         "max_quarantine_fraction": ExecutionParameter(type=float),
         # A catalogue of batch folders: how many of the newest batches to read (0: all).
         "window_batches": ExecutionParameter(type=int, optional=True),
-        # Changes when the catalogue's files change, so TFX's cache is not stale (see fingerprint()).
-        "input_fingerprint": ExecutionParameter(type=str, optional=True),
         # Reviewed categories to apply (categorizer.reviews.load, as JSON): recorded with the run.
         "reviews": ExecutionParameter(type=str, optional=True),
     }

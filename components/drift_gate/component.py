@@ -21,6 +21,7 @@ from tfx.types import standard_artifacts
 from tfx.types.artifact import Artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from placedemarche.components.catalogue_example_gen.component import CATALOGUE_PARAMETERS
 from placedemarche.components.drift_gate import constants as c
 from placedemarche.components.drift_gate import executor
 
@@ -33,13 +34,7 @@ class DriftReport(Artifact):
 
 class DriftGateSpec(ComponentSpec):
     PARAMETERS = {
-        "data_dir": ExecutionParameter(type=str),
-        "csv_file": ExecutionParameter(type=str, optional=True),
-        "images_dir": ExecutionParameter(type=str),
-        "columns": ExecutionParameter(type=str),  # JSON {"id", "image", "category"}
-        "label_depth": ExecutionParameter(type=int),
-        "max_image_bytes": ExecutionParameter(type=int, optional=True),
-        "input_fingerprint": ExecutionParameter(type=str, optional=True),
+        **CATALOGUE_PARAMETERS,
         c.LINF: ExecutionParameter(type=float),
         c.JSD: ExecutionParameter(type=float),
         c.ACCEPT: ExecutionParameter(type=int),
