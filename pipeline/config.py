@@ -190,6 +190,10 @@ class CandidateConfig(ModelConfig):
     text_min_df: int = _field(2, "A token must appear in at least this many train texts", min=1)
     text_dropout: float = _field(0.5, "Dropout on the text classifier's input while training", min=0.0,
                                  max_exclusive=1.0)
+    text_refit: bool = _field(
+        True, "true: once early stopping on the eval split has chosen the text classifier's epoch count (and the "
+        "fusion weights are chosen), the exported text classifier is trained again on train + eval for that many "
+        "epochs (vocabulary and IDF stay the train split's); false: the early-stopped train-only one is exported")
     enabled: bool = _field(True, "false: the run skips this candidate")
 
     @property

@@ -207,3 +207,92 @@ def test_text_only_candidate_needs_no_backbone(sample_examples, tmp_path):
     assert set(signature.structured_input_signature[1]) == {"text"}
     out = signature(text=tf.constant(["analog wrist watch with leather strap", ""]))
     assert out["probabilities"].shape == (2, 7)
+
+
+def test_text_candidate_reuses_the_image_head_its_backbone_twin_trained(shared, sample_examples):
+    """b7_text's image head is b7_image's (same recipe, same shared features): trained once per process,
+    and what is reused is exactly what training again gives."""
+    from placedemarche.components.trainer import trainer as trainer_lib
+
+    root, _, models = shared
+    _, metadata, _ = models["text"]
+    assert metadata["image_head_reused_from"] == "image" and "image_head_reused_from" not in models["image"][1]
+    history = json.loads((root / "text" / "run" / "history.json").read_text())
+    assert history["timings"]["head_seconds"] < history["branches"]["text"]["seconds_per_epoch"] * 1000  # text only
+    spec = _spec(name="again")
+    data = trainer_lib.read_training_data(spec, _files(sample_examples, "train"), _files(sample_examples, "eval"))
+    trainer_lib.load_features(spec, data, str(root / "features"))
+    reused = trainer_lib.fit_classifiers(spec, data, quiet=True)
+    assert reused.image.extra == {"reused_from": "image"}
+    saved = dict(trainer_lib._IMAGE_HEADS)
+    trainer_lib._IMAGE_HEADS.clear()
+    try:
+        trained = trainer_lib.fit_classifiers(spec, data, quiet=True)
+        assert "reused_from" not in trained.image.extra
+        for a, b in zip(reused.image.result.head.get_weights(), trained.image.result.head.get_weights()):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(reused.image.eval_probabilities, trained.image.eval_probabilities)
+        other = trainer_lib.fit_classifiers(_spec(name="other", dropout=0.3), data, quiet=True)  # another recipe
+        assert "reused_from" not in other.image.extra
+    finally:
+        trainer_lib._IMAGE_HEADS.clear()
+        trainer_lib._IMAGE_HEADS.update(saved)
+
+
+def _text_data(train, evaluation):
+    """A text-only TrainingData from ``[(text, label), ...]`` pairs."""
+    from placedemarche.components.trainer import trainer as trainer_lib
+
+    def examples(rows):
+        return train_lib.Examples([f"id{i}" for i in range(len(rows))], [l for _, l in rows], [b""] * len(rows),
+                                  {"product_name": [t for t, _ in rows]})
+
+    labels = sorted({l for _, l in train})
+    return trainer_lib.TrainingData(labels, examples(train), examples(evaluation),
+                                    train_lib.one_hot([l for _, l in train], labels),
+                                    train_lib.one_hot([l for _, l in evaluation], labels),
+                                    texts=text_lib.TextFeatures([t for t, _ in train], [t for t, _ in evaluation]))
+
+
+def test_exported_text_classifier_is_trained_again_on_train_and_eval():
+    """Early stopping on eval picks the epochs; the exported text classifier then learns from eval's
+    labels too (here: 'zebra lamp' is Home twice in train and Watch twelve times in eval), with the
+    train split's vocabulary; the eval figures stay the held-out, train-only classifier's."""
+    from placedemarche.components.trainer import trainer as trainer_lib
+
+    train = ([("cotton bedsheet", "Home")] * 10 + [("analog watch", "Watch")] * 10 + [("zebra lamp", "Home")] * 2)
+    evaluation = ([("cotton bedsheet", "Home")] * 10 + [("analog watch", "Watch")] * 10
+                  + [("zebra lamp", "Watch")] * 12 + [("zebra strap", "Watch")])
+    spec = _spec(backbone="none", text_columns=("product_name",), text_min_df=2, learning_rate=1e-3, epochs=40,
+                 early_stopping_patience=3, text_dropout=0.0, batch_size=8)
+    answers = {}
+    for refit in (False, True):
+        fitted = trainer_lib.fit_classifiers(spec, _text_data(train, evaluation), quiet=True, refit_text=refit)
+        answers[refit] = fitted.labels[int(fitted.predict(None, ["zebra lamp"]).argmax())]
+        if refit:
+            assert fitted.text.extra["refit"]["epochs"] == fitted.text.result.best_epoch >= 1
+            assert fitted.text.extra["refit"]["examples"] == len(train) + len(evaluation)
+            assert fitted.val_accuracy == pytest.approx(held_out)  # the train-only classifier's eval figure
+            # 'strap' is in eval only: still no entry after the refit (the vocabulary is the train split's).
+            assert not any(text_lib.vocabulary_entries(fitted.featurizer, ["w:strap"]))
+        held_out = fitted.val_accuracy
+    assert answers == {False: "Home", True: "Watch"}
+    # A spec with text_refit off exports the train-only classifier even when asked to refit.
+    fitted = trainer_lib.fit_classifiers(TrainSpec(**{**spec.__dict__, "text_refit": False}), _text_data(train, evaluation),
+                                         quiet=True, refit_text=True)
+    assert "refit" not in fitted.text.extra
+    assert fitted.labels[int(fitted.predict(None, ["zebra lamp"]).argmax())] == "Home"
+
+
+def test_fast_training_without_eval_runs_every_epoch():
+    import keras
+
+    from placedemarche.components.trainer import model as model_lib
+
+    x = np.random.RandomState(0).rand(40, 6).astype("float32")
+    y = train_lib.one_hot(["a" if v > 0.5 else "b" for v in x[:, 0]], ["a", "b"])
+    head = model_lib.build_text_head(6, 2, 0.0, 1)
+    result = train_lib.train_head_fast(head, x, y, None, None, 7, 8, "rmsprop", 1e-2, 2, 1)
+    assert set(result.history) == {"loss", "accuracy"} and len(result.history["loss"]) == 7 == result.best_epoch
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    assert isinstance(head, keras.Model)

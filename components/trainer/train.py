@@ -202,8 +202,8 @@ def train_head_fast(
     head: keras.Model,
     train_x: np.ndarray,
     train_y: np.ndarray,
-    eval_x: np.ndarray,
-    eval_y: np.ndarray,
+    eval_x: Optional[np.ndarray],
+    eval_y: Optional[np.ndarray],
     epochs: int,
     batch_size: int,
     optimizer: str,
@@ -217,13 +217,20 @@ def train_head_fast(
     a search trains dozens of them). Batches are drawn in another shuffled order than ``fit``'s, so a
     trial's eval accuracy can differ slightly from the Trainer's for the same values; no checkpoint
     file is written.
+
+    Without eval examples (``eval_x`` None: the text classifier trained again on train + eval for
+    the epoch count early stopping found) every one of the ``epochs`` runs and the last weights are
+    kept; the history then has no ``val_*`` entries.
     """
     keras.utils.set_random_seed(seed)
     opt = OPTIMIZERS[optimizer](learning_rate=learning_rate)
     loss_fn = keras.losses.CategoricalCrossentropy()
     variables = head.trainable_variables
     opt.build(variables)
-    x, y, vx, vy = (tf.convert_to_tensor(a, tf.float32) for a in (train_x, train_y, eval_x, eval_y))
+    validate = eval_x is not None
+    x, y = tf.convert_to_tensor(train_x, tf.float32), tf.convert_to_tensor(train_y, tf.float32)
+    vx, vy = ((tf.convert_to_tensor(eval_x, tf.float32), tf.convert_to_tensor(eval_y, tf.float32)) if validate
+              else (x[:1], y[:1]))  # unused without eval examples
     n = int(x.shape[0])
     steps = -(-n // batch_size)
 
@@ -240,11 +247,15 @@ def train_head_fast(
             opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
             total += loss * tf.cast(tf.shape(rows)[0], tf.float32)
             right += tf.reduce_sum(tf.cast(tf.argmax(p, 1) == tf.argmax(yb, 1), tf.float32))
+        if not validate:
+            return total / n, right / n
         vp = head(vx, training=False)
         val_right = tf.reduce_mean(tf.cast(tf.argmax(vp, 1) == tf.argmax(vy, 1), tf.float32))
         return total / n, right / n, loss_fn(vy, vp), val_right
 
-    history: Dict[str, List[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    history: Dict[str, List[float]] = {"loss": [], "accuracy": []}
+    if validate:
+        history.update(val_loss=[], val_accuracy=[])
     rng = np.random.RandomState(seed)
     best_loss, best_weights, best, waited = float("inf"), None, 0, 0
     start = time.perf_counter()
@@ -252,6 +263,9 @@ def train_head_fast(
         values = [float(v) for v in epoch(tf.constant(rng.permutation(n)))]
         for key, value in zip(history, values):
             history[key].append(value)
+        if not validate:
+            best = e + 1
+            continue
         if values[2] < best_loss:
             best_loss, best_weights, best, waited = values[2], head.get_weights(), e + 1, 0
         else:

@@ -13,6 +13,7 @@ model holds the backbone, the heads and the text pipeline (``export``).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
@@ -64,6 +65,7 @@ class TrainSpec:
     text_max_chars: int = 30000
     text_min_df: int = 2
     text_dropout: float = 0.5
+    text_refit: bool = True  # the exported text classifier is trained again on train + eval (fit_classifiers)
     max_image_pixels: int = 60_000_000  # data.max_image_pixels: the served model refuses larger pictures
     compute_dtype: str = "float32"  # training.compute_dtype: the features' backbone (float32 / bfloat16 / auto)
     serving_dtype: str = "float32"  # serving.compute_dtype: the exported backbone (float32 / bfloat16 / auto)
@@ -230,9 +232,96 @@ def _train(head: keras.Model, train_x, train_y, eval_x, eval_y, spec: TrainSpec,
                                 log_epochs=not quiet)
 
 
+# Image heads trained in this process, by everything their training depends on (_image_head_key).
+# The local runner runs every Trainer in the CLI's process, and ``b7_text``'s image head is
+# ``b7_image``'s: the same recipe on the same shared features. Training is deterministic on the same
+# inputs (seeded; tests/test_text_model.py checks the reused head equals one trained again), so the
+# second Trainer takes the first one's weights instead of training them again. On Kubeflow each
+# Trainer is its own pod and trains its own.
+_IMAGE_HEADS: "collections.OrderedDict[str, Tuple[str, List[np.ndarray], train_lib.TrainResult, np.ndarray]]" = \
+    collections.OrderedDict()
+_IMAGE_HEADS_KEEP = 4
+
+
+def _image_head_key(spec: TrainSpec, data: TrainingData, train_y: np.ndarray, epochs: Optional[int],
+                    strategy: tf.distribute.Strategy) -> str:
+    """A digest of what training the image head depends on: its features and labels (values, in
+    order), the label vocabulary, the head's recipe and the strategy."""
+    digest = hashlib.sha256()
+    recipe = (spec.dense_units, spec.dropout, spec.seed, spec.epochs if epochs is None else epochs, spec.batch_size,
+              spec.optimizer, spec.learning_rate, spec.early_stopping_patience, spec.views, tuple(data.labels),
+              type(strategy).__name__, keras.mixed_precision.global_policy().name)
+    digest.update(repr(recipe).encode())
+    for array in (data.train_x, train_y, data.eval_x, data.eval_y):
+        digest.update(f"{array.shape}:{array.dtype}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _remember_image_head(key: str, name: str, image: _Branch) -> None:
+    _IMAGE_HEADS[key] = (name, image.result.head.get_weights(), image.result, image.eval_probabilities)
+    while len(_IMAGE_HEADS) > _IMAGE_HEADS_KEEP:
+        _IMAGE_HEADS.popitem(last=False)
+
+
+def _reuse_image_head(key: str, head: keras.Model, checkpoint: Optional[str]) -> _Branch:
+    """``head`` with the weights of the image head trained earlier on the same inputs (and its history)."""
+    _IMAGE_HEADS.move_to_end(key)
+    name, weights, result, eval_probabilities = _IMAGE_HEADS[key]
+    head.set_weights(weights)
+    if checkpoint:
+        head.save_weights(checkpoint)
+    logger.info("image head: the same recipe on the same features as %s, trained earlier in this process: "
+                "its weights are reused (best epoch %d)", name or "another Trainer", result.best_epoch)
+    reused = train_lib.TrainResult(head, result.history, result.best_epoch, result.seconds_per_epoch,
+                                   result.stopped_early, dict(result.timings))
+    return _Branch(reused, eval_probabilities.copy(), {"reused_from": name})
+
+
+def _train_text(head: keras.Model, train_x, train_y, eval_x, eval_y, spec: TrainSpec, epochs: Optional[int],
+                quiet: bool, checkpoint: Optional[str]) -> train_lib.TrainResult:
+    """The text classifier, early-stopped on eval: one compiled function per epoch (``train_head_fast``:
+    the same recipe as Keras ``fit``, 3x faster on the wide TF-IDF rows; cross-validated on the real
+    catalogue's train + eval, it scores as ``fit`` does: README "Candidates"). The best epoch's weights
+    go to ``checkpoint`` once training ends."""
+    result = train_lib.train_head_fast(head, train_x, train_y, eval_x, eval_y, spec.epochs if epochs is None else epochs,
+                                       spec.batch_size, spec.optimizer, spec.learning_rate,
+                                       spec.early_stopping_patience, spec.seed)
+    if checkpoint:
+        head.save_weights(checkpoint)
+    if not quiet and result.history.get("loss"):
+        e = result.best_epoch - 1
+        logger.info("text classifier: %d epochs, best %d: loss %.4f accuracy %.4f val_loss %.4f val_accuracy %.4f",
+                    len(result.history["loss"]), result.best_epoch, result.history["loss"][e],
+                    result.history["accuracy"][e], result.history["val_loss"][e], result.history["val_accuracy"][e])
+    return result
+
+
+def _refit_text(text: _Branch, train_t: np.ndarray, eval_t: np.ndarray, data: TrainingData, spec: TrainSpec,
+                strategy: tf.distribute.Strategy, vocabulary_size: int) -> Dict[str, object]:
+    """Trains the text classifier again on train + eval for the epoch count early stopping chose, and
+    puts it in ``text`` in place of the train-only one (whose eval probabilities ``text`` keeps: the
+    fusion weights and the reported eval accuracy are held-out figures).
+
+    Cross-validated on the real catalogue's train + eval (never its test split), this gained 0.8 points
+    of accuracy on average (README "Candidates"): a third more labelled listings for a linear model at
+    the text's ceiling. The vocabulary and IDF stay the train split's.
+    """
+    start = time.perf_counter()
+    with strategy.scope():
+        head = model_lib.build_text_head(vocabulary_size, len(data.labels), spec.text_dropout, spec.seed)
+    epochs = text.result.best_epoch
+    train_lib.train_head_fast(head, np.concatenate([train_t, eval_t]), np.concatenate([data.train_y, data.eval_y]),
+                              None, None, epochs, spec.batch_size, spec.optimizer, spec.learning_rate,
+                              spec.early_stopping_patience, spec.seed)
+    text.result.head = head
+    return {"epochs": epochs, "examples": int(len(train_t) + len(eval_t)),
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
 def fit_classifiers(spec: TrainSpec, data: TrainingData, run_dir: Optional[str] = None,
                     strategy: Optional[tf.distribute.Strategy] = None, epochs: Optional[int] = None,
-                    quiet: bool = False, trial: bool = False) -> Fitted:
+                    quiet: bool = False, trial: bool = False, refit_text: bool = False) -> Fitted:
     """Trains ``spec``'s classifiers on ``data`` (train), early-stopped and fused on its eval split.
 
     Args:
@@ -244,6 +333,9 @@ def fit_classifiers(spec: TrainSpec, data: TrainingData, run_dir: Optional[str] 
       quiet: log no epoch (a tuning trial logs one line of its own).
       trial: train as a tuning trial (``train.train_head_fast``: same recipe, one compiled function
         per epoch, no checkpoint file).
+      refit_text: with ``spec.text_refit``, the text classifier is trained again on train + eval for
+        the epoch count early stopping chose (:func:`_refit_text`; what the Trainer exports). A tuning
+        trial does not: its score is the train-only classifiers' eval accuracy.
 
     Raises:
       ValueError: as :func:`text.fit_vocabulary` (no usable token).
@@ -258,20 +350,27 @@ def fit_classifiers(spec: TrainSpec, data: TrainingData, run_dir: Optional[str] 
             head = model_lib.build_head(int(data.train_x.shape[1]), len(data.labels), spec.dense_units, spec.dropout,
                                         spec.seed, train_features=data.train_x)
         train_y = np.concatenate([data.train_y] * spec.views)
-        result = _train(head, data.train_x, train_y, data.eval_x, data.eval_y, spec,
-                        checkpoint("best_epoch.weights.h5"), epochs, quiet, trial)
-        image = _Branch(result, _predict(head, data.eval_x) if trial else
-                        head.predict(data.eval_x, batch_size=256, verbose=0))
+        key = None if trial else _image_head_key(spec, data, train_y, epochs, strategy)
+        if key in _IMAGE_HEADS:
+            image = _reuse_image_head(key, head, checkpoint("best_epoch.weights.h5"))
+        else:
+            result = _train(head, data.train_x, train_y, data.eval_x, data.eval_y, spec,
+                            checkpoint("best_epoch.weights.h5"), epochs, quiet, trial)
+            image = _Branch(result, _predict(head, data.eval_x) if trial else
+                            head.predict(data.eval_x, batch_size=256, verbose=0))
+            if key is not None:
+                _remember_image_head(key, spec.name, image)
     if spec.reads_text:
         vocab, featurizer, train_t, eval_t = data.texts.get(spec.text_settings())
         with strategy.scope():
             text_head = model_lib.build_text_head(len(vocab), len(data.labels), spec.text_dropout, spec.seed)
-        result = _train(text_head, train_t, data.train_y, eval_t, data.eval_y, spec,
-                        checkpoint("best_epoch_text.weights.h5"), epochs, quiet, trial)
-        text = _Branch(result, _predict(text_head, eval_t) if trial else
-                       text_head.predict(eval_t, batch_size=256, verbose=0),
+        result = _train_text(text_head, train_t, data.train_y, eval_t, data.eval_y, spec, epochs, quiet,
+                             None if trial else checkpoint("best_epoch_text.weights.h5"))
+        text = _Branch(result, _predict(text_head, eval_t),
                        {"vocabulary_size": len(vocab), "train_texts_without_known_token": int(np.sum(train_t.max(axis=1) == 0)),
                         "eval_texts_without_known_token": int(np.sum(eval_t.max(axis=1) == 0))})
+        if refit_text and spec.text_refit and result.best_epoch:
+            text.extra["refit"] = _refit_text(text, train_t, eval_t, data, spec, strategy, len(vocab))
     y_eval = data.eval_y.argmax(axis=1)
     fusion = None
     if image and text:
@@ -281,6 +380,13 @@ def fit_classifiers(spec: TrainSpec, data: TrainingData, run_dir: Optional[str] 
                                               fusion.image_weight, fusion.text_weight)
     else:
         probabilities = (image or text).eval_probabilities
+    if text and "refit" in text.extra:
+        # What the exported model does on eval: not a held-out figure (the refit text classifier saw eval).
+        seen = _predict(text.result.head, eval_t)
+        if image:
+            seen = fusion_lib.fuse_numpy(image.eval_probabilities, seen, eval_t.max(axis=1) > 0,
+                                         fusion.image_weight, fusion.text_weight)
+        text.extra["refit"]["eval_accuracy_not_held_out"] = float(np.mean(seen.argmax(axis=1) == y_eval))
     return Fitted(data.labels, image, text, featurizer, fusion, probabilities,
                   float(np.mean(probabilities.argmax(axis=1) == y_eval)), fusion_lib.log_loss(probabilities, y_eval))
 
@@ -408,7 +514,7 @@ def fit_and_export(
         metadata.update(weights=weights_source, augmentation=spec.augmentation, augmented_views=spec.views,
                         train_feature_rows=int(data.train_x.shape[0]))
     t = time.perf_counter()
-    fitted = fit_classifiers(spec, data, model_run_dir, strategy)
+    fitted = fit_classifiers(spec, data, model_run_dir, strategy, refit_text=True)
     image, text, fusion = fitted.image, fitted.text, fitted.fusion
     timings["fit_seconds"] = time.perf_counter() - t
     if text:
@@ -422,7 +528,7 @@ def fit_and_export(
         same = spec == default_spec  # the Tuner kept the defaults: the model is the default recipe's
         metadata["tuning"] = space_lib.compare(default_spec, spec, tuned, fitted,
                                                fitted if same else fit_classifiers(default_spec, data, None, strategy,
-                                                                                   quiet=True),
+                                                                                   quiet=True, refit_text=True),
                                                read_test_data(spec, test_files, test_features_dir, data.labels,
                                                           info.weights_fingerprint if spec.reads_images else None))
         timings["default_recipe_seconds"] = time.perf_counter() - t
@@ -438,7 +544,9 @@ def fit_and_export(
         recipe=asdict(spec),
     )
     timings["head_seconds"] = sum(b.result.seconds_per_epoch * len(b.result.history.get("loss", []))
-                                  for b in branches.values())
+                                  for b in branches.values() if "reused_from" not in b.extra)
+    if image and "reused_from" in image.extra:
+        metadata["image_head_reused_from"] = image.extra["reused_from"]
     t = time.perf_counter()
     try:
         classifier = export_lib.Classifier(
