@@ -230,7 +230,7 @@ def train_head_fast(
     validate = eval_x is not None
     x, y = tf.convert_to_tensor(train_x, tf.float32), tf.convert_to_tensor(train_y, tf.float32)
     vx, vy = ((tf.convert_to_tensor(eval_x, tf.float32), tf.convert_to_tensor(eval_y, tf.float32)) if validate
-              else (x[:1], y[:1]))  # unused without eval examples
+              else (None, None))
     n = int(x.shape[0])
     steps = -(-n // batch_size)
 
